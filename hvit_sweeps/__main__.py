@@ -1,0 +1,5 @@
+"""`python -m hvit_sweeps` runs the CLI."""
+
+from hvit_sweeps.cli import main
+
+main()

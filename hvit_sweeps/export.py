@@ -1,0 +1,131 @@
+"""Exporting a study's winners: checkpoint, config, metrics and a model card.
+
+Files are written into a staging folder beside the destination and moved into
+place only when all of them exist, so an interrupted export leaves nothing
+half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
+from hvit_sweeps.config import TrainConfig, flatten_config
+from hvit_sweeps.errors import HvitError
+from hvit_sweeps.tracking import Tracker
+
+__all__ = ["export_trials", "reproduce_command"]
+
+
+def export_trials(study: optuna.Study, trials: list[FrozenTrial], *, tracker: Tracker, dest: Path) -> list[Path]:
+    """Export each trial; one trial goes straight into ``dest``, several into ``dest/trial-N``."""
+    if dest.exists() and not dest.is_dir():
+        raise HvitError(f"--export {dest}: exists and is not a folder: pass a folder path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest.parent) as staging:
+        for trial in trials:
+            folder = Path(staging) if len(trials) == 1 else Path(staging) / f"trial-{trial.number}"
+            folder.mkdir(parents=True, exist_ok=True)
+            _export_one(study, trial, tracker=tracker, folder=folder)
+        dest.mkdir(exist_ok=True)
+        for item in sorted(Path(staging).iterdir()):
+            target = dest / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(item), str(target))
+            written.append(target)
+    return written
+
+
+def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, folder: Path) -> None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        raise HvitError(f"trial {trial.number} has no MLflow run id: it was not run by hvit-sweep")
+    with tempfile.TemporaryDirectory() as tmp:
+        downloaded = tracker.download_checkpoint(run_id, Path(tmp))
+        checkpoint = load_checkpoint(downloaded)
+        shutil.copy2(downloaded, folder / "best.pth")
+    names = study.metric_names or [f"value_{i}" for i in range(len(trial.values))]
+    summary = {
+        "study": study.study_name,
+        "trial": trial.number,
+        "mlflow_run_id": run_id,
+        "objectives": dict(zip(names, trial.values)),
+        "params": trial.params,
+        "epoch": checkpoint.epoch,
+        "metrics": checkpoint.metrics,
+    }
+    (folder / "config.json").write_text(json.dumps(checkpoint.config.model_dump(mode="json"), indent=2))
+    (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    (folder / "MODEL_CARD.md").write_text(_model_card(summary, checkpoint))
+
+
+def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
+    config = checkpoint.config
+    model = config.model
+    metrics = checkpoint.metrics
+    params_m = metrics.get("params_m")
+    lines = [
+        f"# HViT from study `{summary['study']}`, trial {summary['trial']}",
+        "",
+        "A hierarchical Vision Transformer (PiT-lite): strided-conv patch stem, "
+        f"{len(model.depths)} stages of pre-norm transformer blocks with depthwise-conv pooling between them.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| dataset | {config.data.dataset} ({model.num_classes} classes, {model.in_chans}x{model.image_size}x{model.image_size}) |",
+        f"| embed dims / depths / heads | {_join(model.embed_dims)} / {_join(model.depths)} / {_join(model.num_heads)} |",
+        f"| patch size | {model.patch_size} |",
+        *([f"| parameters | {params_m:.3f} M |"] if params_m else []),
+        f"| best epoch | {checkpoint.epoch} of {config.epochs} |",
+        *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if k.startswith("val_")],
+        f"| MLflow run | `{summary['mlflow_run_id']}` |",
+        "",
+        "## Evaluate",
+        "",
+        "```bash",
+        f"hvit-sweep eval --checkpoint best.pth --data-dir {shlex.quote(str(config.data.data_dir))}",
+        "```",
+        "",
+        "The validation split is rebuilt from the saved seed, so `val` reproduces the metrics above.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        reproduce_command(config),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def reproduce_command(config: TrainConfig) -> str:
+    """A ``hvit-sweep train`` command line for ``config``: every flag that differs from its default."""
+    from hvit_sweeps.cli import TRAIN_FLAGS
+
+    ours, defaults = flatten_config(config), flatten_config(TrainConfig())
+    parts = ["hvit-sweep", "train"]
+    for flag, path in TRAIN_FLAGS.items():
+        value = ours.get(path)
+        if path == "checkpoint_path" or value == defaults.get(path) or value in ("", None):
+            continue
+        option = f"--{flag.replace('_', '-')}"
+        if isinstance(value, bool):
+            parts.append(option if value else f"--no-{flag.replace('_', '-')}")
+        else:
+            parts += [option, str(value).replace("-", ",") if path.startswith("model.") and "-" in str(value) else str(value)]
+    parts += ["--checkpoint-path", "checkpoints/reproduced.pth"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _join(values: tuple[int, ...]) -> str:
+    return ",".join(str(v) for v in values)

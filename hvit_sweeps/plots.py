@@ -1,0 +1,71 @@
+"""Study plots as matplotlib figures, through Optuna's own visualisation module.
+
+Each plot needs enough trials of the right kind (importances need two complete
+trials with varying parameters, intermediate values need reports); a plot that
+cannot be drawn yet is skipped with its reason rather than failing the study.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window, even on a desktop
+
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from optuna.visualization import matplotlib as vis  # noqa: E402
+
+from hvit_sweeps.study import StudySpec  # noqa: E402
+
+__all__ = ["study_figures"]
+
+
+def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
+    """Name -> figure for every plot this study's trials allow."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return {}
+    first = spec.objectives[0]
+    target: Callable[[FrozenTrial], float] | None = None
+    if spec.multi_objective:
+        def target(trial: FrozenTrial) -> float:
+            return trial.values[0]
+
+    plots: dict[str, Callable[[], Any]] = {
+        "optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=first.metric),
+        "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first.metric),
+    }
+    if len(complete) >= 2:
+        plots["param_importances"] = lambda: vis.plot_param_importances(study, target=target, target_name=first.metric)
+    if spec.multi_objective:
+        names = [o.metric for o in spec.objectives]
+        plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
+    else:
+        plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+    figures = {}
+    for name, draw in plots.items():
+        figure = _draw(draw)
+        if figure is not None:
+            figures[name] = figure
+    return figures
+
+
+def _draw(draw: Callable[[], Any]) -> Any:
+    plt.close("all")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks these plots experimental
+        try:
+            axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+            return None  # too few or too uniform trials for this plot yet
+    figure = plt.gcf()
+    if not figure.axes or axes is None:
+        return None
+    figure.set_size_inches(9, 5.5)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,399 @@
+"""Study definitions: ``studies/*.toml`` files, validated once by pydantic.
+
+A study names its objective(s), its sampler and pruner, the training settings it
+fixes, and its search space. Space entries are keyed by config path
+(``"optim.lr"``), so an Optuna parameter *is* the config field it sets and
+nothing is typed twice. The optional ``[stages]`` table searches the stage-wise
+architecture in a form that is valid by construction: stage widths grow from a
+base width by a multiplier, are rounded to a multiple of the head dimension, and
+heads follow as width / head_dim, so no sampled combination can fail to build.
+
+The spec maps a trial to config overrides; it never sees the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import optuna
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field
+from hvit_sweeps.errors import HvitError
+from hvit_sweeps.model import max_stages
+
+__all__ = [
+    "StudySpec",
+    "find_study_files",
+    "load_study",
+    "studies_dir",
+]
+
+# Metrics a study may optimise: per-epoch validation metrics (reported each epoch
+# for pruning) and static model-size figures (for Pareto trade-offs).
+EPOCH_METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss")
+MODEL_METRICS = ("params_m", "flops_m")
+_ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> int:
+        return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    def values(self) -> list[int]:
+        return list(range(self.low, self.high + 1, self.step))
+
+    def extremes(self) -> list[int]:
+        return [self.low, self.high]
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise ValueError("step cannot be combined with log = true")
+        return self
+
+    def suggest(self, trial: optuna.Trial, name: str) -> float:
+        return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
+
+    def values(self) -> list[float] | None:
+        if self.step is None:
+            return None
+        count = int(round((self.high - self.low) / self.step))
+        return [self.low + i * self.step for i in range(count + 1)]
+
+    def extremes(self) -> list[float]:
+        return [self.low, self.high]
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[Union[bool, int, float, str]] = Field(min_length=1)
+
+    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+        return trial.suggest_categorical(name, self.choices)
+
+    def values(self) -> list[Any]:
+        return list(self.choices)
+
+    def extremes(self) -> list[Any]:
+        return list(self.choices)
+
+
+Param = Annotated[Union[IntParam, FloatParam, CategoricalParam], Field(discriminator="type")]
+Knob = Union[int, float, Param]
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if low > high:
+        raise ValueError(f"low ({low}) > high ({high}): swap them")
+    if log and low <= 0:
+        raise ValueError(f"log = true needs low > 0, got {low}")
+
+
+class StagesSpace(_Strict):
+    """Stage-wise architecture search that always yields a valid model.
+
+    Each knob is a constant or a parameter table. Stage ``i`` gets width
+    ``base_width * width_mult**i`` rounded to a multiple of ``head_dim`` (at least
+    one head), ``width / head_dim`` heads, and its own depth ``depth`` (sampled per
+    stage as ``stages.depth_<i>``).
+    """
+
+    num_stages: Knob = 3
+    base_width: Knob = 64
+    width_mult: Knob = 2.0
+    head_dim: Knob = 32
+    depth: Knob = 2
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        num = int(self._pick(trial, "num_stages"))
+        base, mult, head_dim = (self._pick(trial, k) for k in ("base_width", "width_mult", "head_dim"))
+        depths = tuple(int(self._pick(trial, "depth", f"depth_{i}")) for i in range(num))
+        return self.architecture(num, base, mult, int(head_dim), depths)
+
+    @staticmethod
+    def architecture(num: int, base: float, mult: float, head_dim: int, depths: tuple[int, ...]) -> dict[str, Any]:
+        widths = tuple(max(1, round(base * mult**i / head_dim)) * head_dim for i in range(num))
+        return {
+            "model.embed_dims": widths,
+            "model.depths": depths,
+            "model.num_heads": tuple(w // head_dim for w in widths),
+        }
+
+    def _pick(self, trial: optuna.Trial, knob: str, name: str | None = None) -> Any:
+        value = getattr(self, knob)
+        if isinstance(value, (int, float)):
+            return value
+        return value.suggest(trial, f"stages.{name or knob}")
+
+    def knob_values(self, knob: str) -> list[Any] | None:
+        value = getattr(self, knob)
+        return [value] if isinstance(value, (int, float)) else value.values()
+
+    def knob_extremes(self, knob: str) -> list[Any]:
+        value = getattr(self, knob)
+        return [value] if isinstance(value, (int, float)) else value.extremes()
+
+    def corner_architectures(self) -> Iterable[dict[str, Any]]:
+        """The architectures at the corners of the space, for checking the file."""
+        for num in self.knob_extremes("num_stages"):
+            for base in self.knob_extremes("base_width"):
+                for mult in self.knob_extremes("width_mult"):
+                    for head_dim in self.knob_extremes("head_dim"):
+                        for depth in self.knob_extremes("depth"):
+                            yield self.architecture(int(num), base, mult, int(head_dim), (int(depth),) * int(num))
+
+
+class Objective(_Strict):
+    metric: str = "val_acc1"
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @model_validator(mode="after")
+    def _known(self) -> Objective:
+        if self.metric not in EPOCH_METRICS + MODEL_METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(EPOCH_METRICS + MODEL_METRICS)}")
+        return self
+
+
+class SamplerSpec(_Strict):
+    type: Literal["tpe", "random", "gp", "cmaes", "nsga2", "grid"] = "tpe"
+    seed: int = 0
+    n_startup_trials: int | None = Field(None, ge=0, description="tpe, gp and cmaes only.")
+
+
+class PrunerSpec(_Strict):
+    type: Literal["median", "percentile", "hyperband", "successive-halving", "threshold", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0, description="median, percentile.")
+    n_warmup_steps: int = Field(1, ge=0, description="median, percentile, threshold: epochs before pruning starts.")
+    percentile: float = Field(25.0, gt=0, lt=100, description="percentile.")
+    min_resource: int = Field(1, ge=1, description="hyperband, successive-halving: epochs.")
+    reduction_factor: int = Field(3, ge=2, description="hyperband, successive-halving.")
+    lower: float | None = Field(None, description="threshold: prune below this value.")
+    upper: float | None = Field(None, description="threshold: prune above this value.")
+
+
+class StudySpec(_Strict):
+    """One study file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    trials: int = Field(20, ge=1, description="Trials that `run` adds when --trials is not given.")
+    max_epochs: int = Field(20, ge=1, description="Each trial's epoch budget.")
+    objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    keep_top_k: int | None = Field(None, ge=1, description="Keep checkpoints of the best k trials only.")
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param] = Field(default_factory=dict)
+    stages: StagesSpace | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_objective_table(cls, data: Any) -> Any:
+        # `[objective]` for the common single-objective case, `[[objectives]]` for Pareto.
+        if isinstance(data, dict) and "objective" in data:
+            if "objectives" in data:
+                raise ValueError("give [objective] or [[objectives]], not both")
+            data = {**data, "objectives": [data["objective"]]}
+            del data["objective"]
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StudySpec:
+        for path in self.space:
+            if not has_field(path):
+                raise ValueError(f"space.{path}: the trainer has no setting {path!r} (see `hvit-sweep train --help`)")
+            if self.stages is not None and path in _ARCHITECTURE_PATHS:
+                raise ValueError(f"space.{path}: set by [stages]; remove one of the two")
+        if "epochs" in self.fixed or "epochs" in self.space:
+            raise ValueError("epochs: use max_epochs at the top of the file")
+        if self.multi_objective and self.pruner.type != "none":
+            raise ValueError('pruning needs a single objective: set [pruner] type = "none" for a Pareto study')
+        if self.sampler.type == "grid" and self.grid_space() is None:
+            raise ValueError("sampler grid: every parameter needs a finite set (categorical, int, or float with step)")
+        if self.pruner.type == "threshold" and self.pruner.lower is None and self.pruner.upper is None:
+            raise ValueError("pruner threshold: set lower or upper")
+        return self
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [o.direction for o in self.objectives]
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of everything that defines the search, to refuse mixing two studies."""
+        text = json.dumps(self.model_dump(mode="json", exclude={"description", "trials", "keep_top_k"}), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
+        """Config overrides for one trial, keyed by config path."""
+        values = {path: param.suggest(trial, path) for path, param in self.space.items()}
+        if self.stages is not None:
+            values.update(self.stages.suggest(trial))
+        return values
+
+    def base_layers(self, cli: dict[str, Any]) -> list[dict[str, Any]]:
+        """Layers under a trial's parameters: the study's fixed settings, then CLI flags."""
+        monitor = self.objectives[0].metric
+        study_layer = {**self.fixed, "epochs": self.max_epochs}
+        if monitor.startswith("val_"):
+            study_layer["monitor"] = monitor
+        return [study_layer, cli]
+
+    def trial_config(self, overrides: dict[str, Any], cli: dict[str, Any]) -> TrainConfig:
+        return build_config(*self.base_layers(cli), overrides, source=f"study {self.name}")
+
+    def grid_space(self) -> dict[str, list[Any]] | None:
+        grid: dict[str, list[Any]] = {}
+        for path, param in self.space.items():
+            values = param.values()
+            if values is None:
+                return None
+            grid[path] = values
+        if self.stages is not None:
+            for knob in ("num_stages", "base_width", "width_mult", "head_dim"):
+                if not isinstance(getattr(self.stages, knob), (int, float)):
+                    grid[f"stages.{knob}"] = self.stages.knob_values(knob)
+            if not isinstance(self.stages.depth, (int, float)):
+                for i in range(int(max(self.stages.knob_values("num_stages")))):
+                    grid[f"stages.depth_{i}"] = self.stages.knob_values("depth")
+        return grid
+
+    def check_buildable(self, cli: dict[str, Any]) -> None:
+        """Build a config at every corner of the space, so a bad file fails now, not in trial 37."""
+        base = self.base_layers(cli)
+        config = build_config(*base, source=f"study {self.name}: fixed")
+        for path, param in self.space.items():
+            for value in param.extremes():
+                build_config(*base, {path: value}, source=f"study {self.name}: space.{path} = {value!r}")
+        if self.stages is not None:
+            limit = max_stages(config.model.image_size, config.model.patch_size)
+            most = max(int(v) for v in self.stages.knob_extremes("num_stages"))
+            if most > limit:
+                raise HvitError(
+                    f"study {self.name}: stages.num_stages: up to {most} stages, but the "
+                    f"{config.model.image_size}px images with patch {config.model.patch_size} allow {limit}: lower its high"
+                )
+            for arch in self.stages.corner_architectures():
+                build_config(*base, arch, source=f"study {self.name}: stages")
+
+    def make_sampler(self, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+        """The sampler; each worker offsets the seed so parallel workers don't draw alike."""
+        spec = self.sampler
+        seed = spec.seed + worker_index
+        startup = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
+        if spec.type == "tpe":
+            return optuna.samplers.TPESampler(seed=seed, **startup)
+        if spec.type == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if spec.type == "gp":
+            return optuna.samplers.GPSampler(seed=seed, **startup)
+        if spec.type == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, **startup)
+        if spec.type == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
+        return optuna.samplers.GridSampler(self.grid_space() or {}, seed=seed)
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        spec = self.pruner
+        if spec.type == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps)
+        if spec.type == "percentile":
+            return optuna.pruners.PercentilePruner(
+                spec.percentile, n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+            )
+        if spec.type == "hyperband":
+            return optuna.pruners.HyperbandPruner(
+                min_resource=spec.min_resource, max_resource=self.max_epochs, reduction_factor=spec.reduction_factor
+            )
+        if spec.type == "successive-halving":
+            return optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
+            )
+        if spec.type == "threshold":
+            return optuna.pruners.ThresholdPruner(lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps)
+        return optuna.pruners.NopPruner()
+
+    def objective_values(self, metrics: dict[str, float]) -> list[float]:
+        return [metrics[o.metric] for o in self.objectives]
+
+
+def studies_dir() -> Path:
+    """``./studies`` if the working directory has one, else the one beside the package."""
+    local = Path.cwd() / "studies"
+    return local if local.is_dir() else Path(__file__).resolve().parent.parent / "studies"
+
+
+def find_study_files() -> list[Path]:
+    return sorted(studies_dir().glob("*.toml"))
+
+
+def load_study(name_or_path: str | Path, *, cli: dict[str, Any] | None = None) -> tuple[StudySpec, Path]:
+    """Read, validate and check a study given by name (``studies/NAME.toml``) or by path.
+
+    Raises:
+        HvitError: naming the file, the field and the problem.
+    """
+    path = _locate(str(name_or_path))
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise HvitError(f"{path}: not valid TOML ({err}): fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise HvitError(f"{path}: cannot read the study file ({err})") from None
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as err:
+        raise HvitError(format_validation_error(err, source=str(path))) from None
+    try:
+        spec.check_buildable(cli or {})
+    except HvitError as err:
+        raise HvitError(f"{path}: {err}") from None
+    return spec, path
+
+
+def _locate(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or len(path.parts) > 1:
+        if not path.is_file():
+            raise HvitError(f"study file not found: {path}")
+        return path
+    candidate = studies_dir() / f"{name_or_path}.toml"
+    if candidate.is_file():
+        return candidate
+    known = ", ".join(p.stem for p in find_study_files()) or "none"
+    raise HvitError(f"no study named {name_or_path!r} in {studies_dir()}: use one of {known}, or a path to a .toml file")
+

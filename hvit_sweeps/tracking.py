@@ -1,0 +1,234 @@
+"""MLflow tracking for studies: one experiment per study, one parent run, one child run per trial.
+
+Written against :class:`mlflow.MlflowClient` with explicit run ids rather than the
+fluent API, whose "active run" is process-global state: workers in other
+processes nest their trial runs under the study's parent through the
+``mlflow.parentRunId`` tag. Per-epoch metrics are logged asynchronously with
+``step=epoch`` and flushed when the trial ends.
+
+With no tracking URI, everything goes under ``mlruns/``: SQLite metadata in
+``mlruns/mlflow.db`` and artifacts in ``mlruns/artifacts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+from hvit_sweeps.config import TrainConfig, flatten_config
+from hvit_sweeps.errors import HvitError
+
+__all__ = ["CHECKPOINT_ARTIFACT", "Tracker", "default_tracking_uri", "runs_table_url"]
+
+CHECKPOINT_ARTIFACT = "checkpoint/best.pth"
+_PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
+
+
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def runs_table_url(base_url: str, experiment_id: str) -> str:
+    """The classic runs table: MLflow 3.17's UI otherwise opens its GenAI view."""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+class Tracker:
+    """A study's MLflow side. Every method takes run ids explicitly."""
+
+    def __init__(self, tracking_uri: str | None, *, root: Path) -> None:
+        # MLflow logs schema migrations at INFO on first use; our display says what matters.
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        self.local = tracking_uri is None
+        self.root = root
+        if self.local:
+            root.mkdir(parents=True, exist_ok=True)
+        self.uri = tracking_uri or default_tracking_uri(root)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self._pending: dict[str, list[Any]] = {}
+
+    # -- setup -------------------------------------------------------------------------
+
+    def check_reachable(self) -> None:
+        """Fail before any training if the server or database cannot be reached."""
+        if self.uri.startswith(("http://", "https://")):
+            try:
+                with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=10) as response:
+                    response.read()
+            except (urllib.error.URLError, OSError) as err:
+                raise HvitError(
+                    f"--tracking-uri {self.uri}: MLflow server not reachable ({getattr(err, 'reason', err)}): "
+                    "start it (docker compose up -d mlflow) or fix the URL"
+                ) from None
+            return
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as err:  # noqa: BLE001 - any store error means "cannot use this URI"
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise HvitError(f"--tracking-uri {self.uri}: cannot open the tracking store ({first})") from None
+
+    def experiment_id(self, name: str) -> str:
+        """The study's experiment, created on first use; safe when workers race."""
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        artifact_location = (self.root / "artifacts").resolve().as_uri() if self.local else None
+        try:
+            return self.client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def parent_run(self, experiment_id: str, study_name: str, *, tags: dict[str, str]) -> tuple[str, bool]:
+        """Find or create the study's one parent run; returns (run id, created).
+
+        Two workers may both create one; after creating, each re-reads and keeps the
+        oldest, deleting its own if it lost, so every trial nests under the same run.
+        """
+        existing = self._parent_runs(experiment_id, study_name)
+        if existing:
+            return existing[0], False
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"study-{study_name}",
+            tags={"hvit.role": "study", "hvit.study": study_name, **tags},
+        )
+        winner = self._parent_runs(experiment_id, study_name)[0]
+        if winner != run.info.run_id:
+            self.client.delete_run(run.info.run_id)
+        return winner, winner == run.info.run_id
+
+    def _parent_runs(self, experiment_id: str, study_name: str) -> list[str]:
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`hvit.role` = 'study' AND tags.`hvit.study` = '{study_name}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        ordered = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+        return [r.info.run_id for r in ordered]
+
+    def reopen(self, run_id: str) -> None:
+        self.client.update_run(run_id, status="RUNNING")
+
+    # -- trials ------------------------------------------------------------------------
+
+    def start_trial(
+        self,
+        *,
+        experiment_id: str,
+        parent_run_id: str,
+        study_name: str,
+        trial_number: int,
+        config: TrainConfig,
+        sampled: dict[str, Any],
+        tags: dict[str, str],
+    ) -> str:
+        """Create the trial's child run and log its flattened config as params."""
+        run = self.client.create_run(
+            experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                "mlflow.parentRunId": parent_run_id,
+                "hvit.role": "trial",
+                "hvit.study": study_name,
+                "optuna.trial_number": str(trial_number),
+                "optuna.trial_state": "RUNNING",
+                **tags,
+            },
+        )
+        params = {**flatten_config(config), **{k: v for k, v in sampled.items() if k.startswith("stages.")}}
+        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int) -> None:
+        """Queue one epoch's metrics without blocking the training loop."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        operation = self.client.log_batch(run_id, metrics=batch, synchronous=False)
+        self._pending.setdefault(run_id, []).append(operation)
+
+    def flush(self, run_id: str) -> None:
+        for operation in self._pending.pop(run_id, []):
+            if operation is not None:
+                operation.wait()
+
+    def end_run(self, run_id: str, status: str, *, tags: dict[str, str] | None = None) -> None:
+        """Flush, tag and close a run: FINISHED, KILLED (pruned or stopped) or FAILED."""
+        self.flush(run_id)
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
+        self.client.set_terminated(run_id, status=status)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_dir)
+
+    def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
+        self.client.log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
+
+    def delete_checkpoint(self, run_id: str) -> None:
+        """Drop a trial's checkpoint artifact (for keep_top_k)."""
+        run = self.client.get_run(run_id)
+        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
+        try:
+            repo.delete_artifacts(os.path.dirname(CHECKPOINT_ARTIFACT))
+        except (MlflowException, OSError, NotImplementedError):
+            pass  # a store that cannot delete keeps the file; only disk is lost
+
+    def download_checkpoint(self, run_id: str, dst: Path) -> Path:
+        """Fetch a trial's checkpoint into ``dst`` and return its path."""
+        try:
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst), tracking_uri=self.uri
+            )
+        except (MlflowException, OSError) as err:
+            raise HvitError(
+                f"run {run_id} has no checkpoint artifact ({str(err).splitlines()[0][:160]}): "
+                "it was pruned by keep_top_k or its artifacts were deleted"
+            ) from None
+        return Path(local)
+
+    def log_plots(self, run_id: str, figures: dict[str, Any]) -> list[str]:
+        """Save matplotlib figures as PNG artifacts under plots/."""
+        import matplotlib.pyplot as plt
+
+        names = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, figure in figures.items():
+                path = Path(tmp) / f"{name}.png"
+                figure.savefig(path, dpi=120, bbox_inches="tight")
+                plt.close(figure)
+                self.client.log_artifact(run_id, str(path), "plots")
+                names.append(path.name)
+        return names
+
+    def runs_of(self, experiment_id: str, parent_run_id: str) -> Sequence[Any]:
+        return self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000
+        )
+
+
+def _param_value(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text[:_PARAM_VALUE_LIMIT]
