@@ -327,7 +327,7 @@ def worker(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
-    worker_index: Annotated[int, Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = -1,
+    worker_index: Annotated[Optional[int], Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
     root: RootOpt = Path("mlruns"),
     heartbeat: HeartbeatOpt = 60,
 ) -> None:
@@ -338,7 +338,7 @@ def worker(
     flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed}
     sweep = _make_sweep(study, study_name, storage, tracking_uri, root, flags, heartbeat)
     # A worker started by hand or by compose gets a seed offset from its pid.
-    index = worker_index if worker_index >= 0 else os.getpid() % 100_000
+    index = worker_index if worker_index is not None else os.getpid() % 100_000
     connected = connect(sweep, worker_index=index, workers=2)
     console.print(f"worker {index} on study {sweep.study_name}: target {connected.target} trials")
     try:
@@ -347,7 +347,7 @@ def worker(
         console.print("interrupted: the current trial was closed; start the worker again to continue")
         raise typer.Exit(130) from None
     console.print(f"worker {index}: ran {summary.ran} trials, stopped: {summary.reason}")
-    if worker_index < 0:
+    if worker_index is None:
         finalize(sweep, connected)  # a standalone worker may be the last one; runs started by `run` leave this to it
 
 

@@ -36,6 +36,8 @@ __all__ = [
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
+# A union-typed value fails once per member; the first few problems say enough.
+_MAX_PROBLEMS = 3
 
 
 class _Strict(BaseModel):
@@ -152,16 +154,17 @@ def validate_config(saved: Mapping[str, Any], *, source: str) -> TrainConfig:
 
 
 def format_validation_error(err: ValidationError, *, source: str) -> str:
-    """``source: data.val_split: Input should be less than 1`` per problem, joined."""
+    """``source: data.val_split: Input should be less than 1``; several problems joined by "; "."""
     prefix = "data." if err.title == "DataConfig" else ""
-    parts = []
+    parts: list[str] = []
     for problem in err.errors():
         where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
             message = "unknown setting; check the spelling (see --help)"
-        parts.append(f"{source}: {prefix}{where}: {message}")
-    return "; ".join(parts)
+        parts.append(f"{prefix}{where}: {message}")
+    shown = parts[:_MAX_PROBLEMS] + ([f"(+{len(parts) - _MAX_PROBLEMS} more)"] if len(parts) > _MAX_PROBLEMS else [])
+    return f"{source}: " + "; ".join(shown)
 
 
 def flatten_config(config: TrainConfig) -> dict[str, str | int | float | bool]:

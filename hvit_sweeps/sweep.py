@@ -179,6 +179,7 @@ def connect(
             "--storage sqlite is not safe for parallel workers: omit --storage for the journal "
             "file, or use postgresql://"
         )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our display says what Optuna would log
     sweep.tracker.check_reachable()
     tracker = sweep.tracker
     storage = open_storage(

@@ -1,0 +1,739 @@
+"""Speed benchmarks of hvit-sweep, each figure against a baseline measured in the same run.
+
+Sections (``--only`` picks some; all run by default):
+
+* ``train``: steady training img/s and warm-up seconds per model size x precision
+  x loader x step mode, through the product's :func:`hvit_sweeps.train.train`.
+* ``sweep-throughput``: img/s summed over K concurrent training processes.
+* ``sweep-wall``: wall time of a fixed N-trial ``hvit-sweep run`` against a naive one.
+* ``tracking-overhead``: trial time with MLflow tracking against ``train()`` alone.
+
+All data is synthetic (random CIFAR-100-shaped images); speed does not depend on
+pixel values. Every training measurement runs in its own process so that no
+compile cache, allocator state or thread pool carries over between settings.
+
+Usage::
+
+    python benchmarks/bench.py --profile cpu             # a few minutes on a laptop CPU
+    python benchmarks/bench.py --profile gpu --only train
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+OUT_DIR = REPO / "benchmarks" / "out"
+SECTIONS = ("train", "sweep-throughput", "sweep-wall", "tracking-overhead")
+
+SIZES: dict[str, dict[str, Any]] = {
+    "small": {"model.embed_dims": [64, 128, 256], "model.depths": [2, 2, 2], "model.num_heads": [2, 4, 8]},
+    "base": {"model.embed_dims": [96, 192, 384], "model.depths": [2, 4, 2], "model.num_heads": [3, 6, 12]},
+}
+PRECISIONS: dict[str, dict[str, Any]] = {
+    "fp32": {"runtime.amp": False},
+    "bf16": {"runtime.amp": True, "runtime.autocast_dtype": "bf16"},
+    "fp16": {"runtime.amp": True, "runtime.autocast_dtype": "fp16"},
+}
+MODES: dict[str, dict[str, Any]] = {
+    "eager": {"runtime.compile": "off", "runtime.cuda_graphs": False},
+    "compile=default": {"runtime.compile": "default", "runtime.cuda_graphs": False},
+    "compile=reduce-overhead": {"runtime.compile": "reduce-overhead", "runtime.cuda_graphs": False},
+    "cuda_graphs": {"runtime.compile": "off", "runtime.cuda_graphs": True},
+}
+LOADERS = ("cpu", "device")
+
+
+# -- profiles ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes of one benchmark run; ``cpu`` fits a laptop, ``gpu`` is the issue's setting.
+
+    ``train_samples`` is the train pool before the 10% validation split, per
+    (size, precision): on CPU, autocast is far slower than fp32, so it gets fewer images.
+    """
+
+    name: str
+    device: str
+    batch_size: int
+    epochs: int
+    num_workers: int
+    train_samples: dict[tuple[str, str], int]
+    eval_samples: int
+    concurrency: tuple[int, ...]
+    throughput_modes: tuple[str, ...]
+    throughput_precision: str
+    throughput_samples: int
+    sweep_trials: int
+    sweep_samples: int
+    trials_per_gpu: int = 4
+
+
+def _samples(fp32: dict[str, int], bf16: dict[str, int], fp16: dict[str, int]) -> dict[tuple[str, str], int]:
+    table = {"fp32": fp32, "bf16": bf16, "fp16": fp16}
+    return {(size, precision): counts[size] for precision, counts in table.items() for size in SIZES}
+
+
+PROFILES = {
+    "cpu": Profile(
+        name="cpu",
+        device="cpu",
+        batch_size=64,
+        epochs=3,
+        num_workers=2,
+        train_samples=_samples({"small": 1024, "base": 512}, {"small": 512, "base": 256}, {"small": 256, "base": 192}),
+        eval_samples=256,
+        concurrency=(1, 2),
+        throughput_modes=("eager",),
+        throughput_precision="fp32",
+        throughput_samples=1024,
+        sweep_trials=6,
+        sweep_samples=512,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        device="cuda",
+        batch_size=512,
+        epochs=4,
+        num_workers=8,
+        train_samples=_samples(*({"small": 25_600, "base": 25_600},) * 3),
+        eval_samples=5_000,
+        concurrency=(1, 2, 4, 8),
+        throughput_modes=("eager", "cuda_graphs"),
+        throughput_precision="bf16",
+        throughput_samples=25_600,
+        sweep_trials=16,
+        sweep_samples=20_000,
+    ),
+}
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One figure; ``ratio`` is always value / baseline, measured in the same run."""
+
+    section: str
+    name: str
+    setting: str
+    value: float | None
+    unit: str
+    baseline: float | None = None
+    ratio: float | None = None
+    device: str = ""
+    date: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.ratio is None and self.value is not None and self.baseline:
+            self.ratio = self.value / self.baseline
+
+
+@dataclass
+class Report:
+    rows: list[Row] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, row: Row) -> None:
+        row.device = row.device or self.meta["device"]
+        row.date = self.meta["date"]
+        self.rows.append(row)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return cpu_model()
+
+
+# -- one training measurement, in its own process --------------------------------------
+
+
+def run_worker(spec: dict[str, Any]) -> None:
+    """``bench.py --worker JSON``: train once through the product and print what the epochs took."""
+    import torch
+
+    from hvit_sweeps.config import build_config
+    from hvit_sweeps.data import load_dataset
+    from hvit_sweeps.train import Callback, EpochReport, train
+
+    class EpochClock(Callback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_epoch_end(self, report: EpochReport) -> str | None:
+            self.ends.append(time.time())
+            return None
+
+    config = build_config(spec["config"], source="bench")
+    splits = load_dataset(config.data, seed=config.seed)
+    if spec.get("barrier"):
+        _wait_for_peers(Path(spec["barrier"]), spec["parties"])
+    clock = EpochClock()
+    start = time.time()
+    result = train(config, callbacks=[clock], splits=splits)
+    print(json.dumps({
+        "history": result.history,
+        "notes": result.notes,
+        "sizes": result.dataset_sizes,
+        "dataset": result.dataset.label,
+        "device": device_name(config.runtime.device),
+        "threads": torch.get_num_threads(),
+        "start": start,
+        "epoch_ends": clock.ends,
+    }))
+
+
+def _wait_for_peers(barrier: Path, parties: int, timeout: float = 600.0) -> None:
+    """Start training only when all K processes have imported and loaded their data."""
+    (barrier / f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + timeout
+    while len(list(barrier.glob("ready-*"))) < parties and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class Measured:
+    """Steady img/s (epochs 2+) and warm-up: epoch 1's extra seconds over a steady epoch."""
+
+    images_per_second: float
+    warmup_seconds: float
+    notes: list[str]
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_worker(cls, raw: dict[str, Any]) -> Measured:
+        history = raw["history"]
+        steady = history[1:] or history
+        # The same images every epoch, so the harmonic mean is total images / total seconds.
+        ips = statistics.harmonic_mean([h["images_per_second"] for h in steady])
+        warmup = history[0]["epoch_seconds"] - statistics.median(h["epoch_seconds"] for h in steady)
+        return cls(ips, max(0.0, warmup) if len(history) > 1 else float("nan"), raw["notes"], raw)
+
+
+def spawn_worker(spec: dict[str, Any], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    with log.open("w") as err:
+        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **(env or {})})
+
+
+def collect(process: subprocess.Popen, log: Path) -> dict[str, Any]:
+    out, _ = process.communicate()
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    if process.returncode or not lines:
+        tail = log.read_text()[-600:].strip().splitlines()
+        raise RuntimeError(f"worker exited {process.returncode}: {tail[-1] if tail else 'no output'} (see {log})")
+    return json.loads(lines[-1])
+
+
+def train_config(profile: Profile, *, size: str, precision: str, loader: str, mode: str, samples: int, epochs: int) -> dict[str, Any]:
+    return {
+        "data.dataset": "synthetic",
+        "data.max_train_samples": samples,
+        "data.max_eval_samples": profile.eval_samples,
+        "data.batch_size": profile.batch_size,
+        "data.loader": loader,
+        "data.num_workers": profile.num_workers if loader == "cpu" else 0,
+        "runtime.device": profile.device,
+        "epochs": epochs,
+        **SIZES[size],
+        **PRECISIONS[precision],
+        **MODES[mode],
+    }
+
+
+# -- section: train ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    size: str
+    precision: str
+    loader: str
+    mode: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {self.precision} loader={self.loader} {self.mode}"
+
+
+def train_cases(profile: Profile, *, full: bool) -> Iterator[tuple[Case, str | None]]:
+    """Every combination, with the reason it is skipped (None: it runs)."""
+    for size in SIZES:
+        for precision in PRECISIONS:
+            for loader in LOADERS:
+                for mode in MODES:
+                    case = Case(size, precision, loader, mode)
+                    yield case, None if full else _skip_reason(profile, case)
+
+
+def _skip_reason(profile: Profile, case: Case) -> str | None:
+    compiled = case.mode.startswith("compile")
+    if profile.device == "cpu":
+        if case.mode == "cuda_graphs":
+            return "n/a on CPU" if case != Case("small", "fp32", "device", "cuda_graphs") else None
+        if compiled and (case.size, case.precision, case.loader) != ("small", "fp32", "device"):
+            return "compile on CPU: small fp32 only (warm-up cost)"
+        if case.precision != "fp32" and case.loader == "cpu":
+            return "cpu profile: loader axis at fp32 only"
+        return None
+    if case.mode == "cuda_graphs" and case.precision == "fp16":
+        return "fp16's gradient scaler cannot be captured (product runs eager)"
+    if compiled and case.loader == "cpu":
+        return "compile measured with the device loader only (use --full)"
+    return None
+
+
+def bench_train(profile: Profile, report: Report, *, logs: Path, full: bool) -> None:
+    results: dict[Case, Measured] = {}
+    for case, skip in train_cases(profile, full=full):
+        if skip is not None:
+            report.add(Row("train", "img/s", case.label, None, "img/s", note=skip))
+            continue
+        results[case] = measure_case(profile, case, logs=logs)
+        add_train_rows(report, case, results)
+
+
+def measure_case(profile: Profile, case: Case, *, logs: Path) -> Measured | None:
+    samples = profile.train_samples[(case.size, case.precision)]
+    epochs = 1 if (profile.device == "cpu" and case.mode == "cuda_graphs") else profile.epochs
+    config = train_config(profile, size=case.size, precision=case.precision, loader=case.loader, mode=case.mode, samples=samples, epochs=epochs)
+    log = logs / f"train-{re.sub(r'[^a-z0-9]+', '-', case.label)}.log"
+    print(f"  train {case.label} ({samples} images, {epochs} epochs) ...", flush=True)
+    # A fresh inductor cache per process: each trial of a sweep compiles a new architecture.
+    env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-", dir=logs)}
+    try:
+        return Measured.from_worker(collect(spawn_worker({"config": config}, log=log, env=env), log))
+    except RuntimeError as err:
+        print(f"    failed: {err}", flush=True)
+        return None
+
+
+def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | None]) -> None:
+    measured = results[case]
+    if measured is None:
+        report.add(Row("train", "img/s", case.label, None, "img/s", note="failed (see logs)"))
+        return
+    note = "; ".join(measured.notes)
+    if measured.notes and report.meta["profile"] == "cpu" and case.mode == "cuda_graphs":
+        report.add(Row("train", "img/s", case.label, None, "img/s", note=f"n/a on CPU: {note}"))
+        return
+    samples = measured.raw["sizes"]["train"]
+    setting = f"{case.label} (synthetic, {samples} train imgs)"
+    naive = results.get(Case(case.size, "fp32", "cpu", "eager"))
+    eager = results.get(replace(case, mode="eager"))
+    report.add(Row("train", "img/s", setting, measured.images_per_second, "img/s",
+                   baseline=naive.images_per_second if naive else None, note=note or "baseline: same size, fp32, loader=cpu, eager"))
+    report.add(Row("train", "warm-up s", setting, measured.warmup_seconds, "s",
+                   baseline=eager.warmup_seconds if eager else None, note="epoch 1 minus a steady epoch; baseline: same setting eager"))
+
+
+# -- section: sweep-throughput ----------------------------------------------------------
+
+
+def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
+    for mode in profile.throughput_modes:
+        single: float | None = None
+        for k in profile.concurrency:
+            total, overlap = measure_concurrent(profile, mode, k, logs=logs)
+            single = total if k == 1 else single
+            setting = f"K={k} small {profile.throughput_precision} loader=device {mode} (synthetic)"
+            note = f"steady windows overlap {overlap:.0%}" + ("; baseline: K=1" if k > 1 else "")
+            report.add(Row("sweep-throughput", "summed img/s", setting, total, "img/s", baseline=single, note=note))
+
+
+def measure_concurrent(profile: Profile, mode: str, k: int, *, logs: Path) -> tuple[float | None, float]:
+    """Sum of K processes' steady img/s, and how much their steady windows overlapped."""
+    config = train_config(profile, size="small", precision=profile.throughput_precision, loader="device",
+                          mode=mode, samples=profile.throughput_samples, epochs=profile.epochs + 1)
+    barrier = Path(tempfile.mkdtemp(prefix=f"barrier-k{k}-", dir=logs))
+    env = {"CUDA_VISIBLE_DEVICES": "0"} if profile.device == "cuda" else {}
+    print(f"  sweep-throughput {mode} K={k} ...", flush=True)
+    spec = {"config": config, "barrier": str(barrier), "parties": k}
+    logs_k = [logs / f"throughput-{mode}-k{k}-{i}.log" for i in range(k)]
+    processes = [spawn_worker(spec, log=log, env=env) for log in logs_k]
+    try:
+        raws = [collect(p, log) for p, log in zip(processes, logs_k)]
+    except RuntimeError as err:
+        print(f"    failed: {err}", flush=True)
+        return None, 0.0
+    measured = [Measured.from_worker(raw) for raw in raws]
+    return sum(m.images_per_second for m in measured), _overlap(raws)
+
+
+def _overlap(raws: Sequence[dict[str, Any]]) -> float:
+    """Shared steady time (after every epoch 1, before any last epoch) over the mean steady time."""
+    starts = [raw["epoch_ends"][0] for raw in raws]
+    ends = [raw["epoch_ends"][-1] for raw in raws]
+    mean_span = statistics.mean(e - s for s, e in zip(starts, ends))
+    return max(0.0, min(ends) - max(starts)) / mean_span if mean_span > 0 else 0.0
+
+
+# -- study files ------------------------------------------------------------------------
+
+
+def to_toml(study: dict[str, Any]) -> str:
+    """Enough TOML for a study file: scalars, inline tables, and [space."path"] tables."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in study.items() if not isinstance(v, dict)]
+    for key, table in study.items():
+        if not isinstance(table, dict):
+            continue
+        if key == "space":
+            for path, param in table.items():
+                lines += ["", f"[space.{_toml_key(path)}]", *(f"{k} = {_toml_value(v)}" for k, v in param.items())]
+        else:
+            lines += ["", f"[{key}]", *(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def load_toml(name: str) -> dict[str, Any]:
+    return tomllib.loads((REPO / "studies" / f"{name}.toml").read_text())
+
+
+def cpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """smoke.toml made deterministic: a 6-point grid without pruning, so every variant runs the same trials."""
+    study = copy.deepcopy(load_toml("smoke"))
+    study.update(name=name, description="bench: smoke grid, same trials in every variant", trials=profile.sweep_trials)
+    study["sampler"] = {"type": "grid", "seed": 0}
+    study["pruner"] = {"type": "none"}
+    study["space"] = {"optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3]}}
+    study["stages"] = {"num_stages": 2, "base_width": {"type": "categorical", "choices": [16, 32, 48]},
+                       "width_mult": 2.0, "head_dim": 16, "depth": 1}
+    study["fixed"].update({"data.max_train_samples": profile.sweep_samples, **extra})
+    return study
+
+
+def gpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """depth-width.toml on synthetic data (20 epochs max, TPE + Hyperband)."""
+    study = copy.deepcopy(load_toml("depth-width"))
+    study.update(name=name, description="bench: depth-width on synthetic data", trials=profile.sweep_trials)
+    study["fixed"].update({"data.dataset": "synthetic", "data.max_train_samples": profile.sweep_samples,
+                           "data.max_eval_samples": profile.eval_samples, **extra})
+    return study
+
+
+NAIVE = {"data.loader": "cpu", "runtime.compile": "off", "runtime.cuda_graphs": False}
+
+
+def sweep_variants(profile: Profile) -> list[tuple[str, dict[str, Any], list[str]]]:
+    """(label, fixed settings, extra `run` flags); the first is the naive baseline."""
+    if profile.device == "cpu":
+        return [("1 worker, loader=cpu, eager (naive)", NAIVE, ["--device", "cpu"]),
+                ("2 workers, loader=cpu, eager", NAIVE, ["--device", "cpu", "--workers", "2"])]
+    fast = {"data.loader": "device", "runtime.compile": "off", "runtime.cuda_graphs": True}
+    return [
+        ("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
+        (f"--devices 0 --trials-per-gpu {profile.trials_per_gpu}, loader=device, cuda_graphs", fast,
+         ["--devices", "0", "--trials-per-gpu", str(profile.trials_per_gpu)]),
+    ]
+
+
+# -- section: sweep-wall ----------------------------------------------------------------
+
+
+def bench_wall(profile: Profile, report: Report, *, logs: Path) -> None:
+    make = cpu_sweep_study if profile.device == "cpu" else gpu_sweep_study
+    base_wall = base_rate = None
+    for index, (label, extra, flags) in enumerate(sweep_variants(profile)):
+        root = Path(tempfile.mkdtemp(prefix=f"wall-{index}-", dir=logs))
+        path = root / "study.toml"
+        path.write_text(to_toml(make(profile, f"bench-wall-{index}", extra)))
+        print(f"  sweep-wall {label} ...", flush=True)
+        command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *flags]
+        start = time.perf_counter()
+        with (logs / f"wall-{index}.log").open("w") as log:
+            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
+        wall = time.perf_counter() - start
+        stats = study_stats(root / "store", f"bench-wall-{index}")
+        setting = f"{label}; {profile.sweep_trials} trials ({path.name} in {root.name})"
+        if code:
+            report.add(Row("sweep-wall", "wall s", setting, None, "s", note=f"`run` exited {code} (see wall-{index}.log)"))
+            continue
+        rate = stats["epochs"] / wall
+        base_wall, base_rate = (wall, rate) if index == 0 else (base_wall, base_rate)
+        states = f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['epochs']} epochs"
+        report.add(Row("sweep-wall", "wall s", setting, wall, "s", baseline=base_wall,
+                       note=f"{states}; ratio < 1 is faster" + (f" ({base_wall / wall:.2f}x)" if index else "")))
+        report.add(Row("sweep-wall", "trained epochs/s", setting, rate, "epochs/s", baseline=base_rate,
+                       note="epochs trained / wall; fair when pruning makes variants differ"))
+
+
+def study_stats(store: Path, name: str) -> dict[str, int]:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.trial import TrialState
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    return {
+        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
+        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "epochs": sum(int(t.user_attrs.get("hvit.epoch", 0)) for t in trials),
+    }
+
+
+# -- section: tracking-overhead ---------------------------------------------------------
+
+
+class CallTimer:
+    """Wall time spent inside wrapped methods, outermost calls on the main thread only."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dt.datetime, float, str]] = []
+        self._depth = 0
+
+    def wrap(self, cls: type, *, names: Sequence[str] | None = None) -> Callable[[], None]:
+        originals = {}
+        for name in names or [n for n in vars(cls) if not n.startswith("_") and callable(vars(cls)[n])]:
+            originals[name] = vars(cls)[name]
+            setattr(cls, name, self._timed(cls.__name__, name, originals[name]))
+        return lambda: [setattr(cls, n, f) for n, f in originals.items()]
+
+    def _timed(self, owner: str, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if threading.current_thread() is not threading.main_thread() or self._depth:
+                return method(*args, **kwargs)
+            self._depth += 1
+            began, start = dt.datetime.now(), time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                self.calls.append((began, time.perf_counter() - start, f"{owner}.{name}"))
+
+        return timed
+
+    def seconds_within(self, windows: Sequence[tuple[dt.datetime, dt.datetime]]) -> float:
+        return sum(d for began, d, _ in self.calls if any(a <= began <= b for a, b in windows))
+
+
+def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
+    """One in-process sweep with MLflow calls timed, then the same configs through train() alone."""
+    from mlflow import MlflowClient
+
+    from hvit_sweeps.tracking import Tracker
+
+    root = Path(tempfile.mkdtemp(prefix="tracking-", dir=logs))
+    extra = {**NAIVE, "data.loader": "device"} if profile.device == "cuda" else NAIVE
+    study = (cpu_sweep_study if profile.device == "cpu" else _gpu_tracking_study)(profile, "bench-tracking", extra)
+    path = root / "study.toml"
+    path.write_text(to_toml(study))
+    print("  tracking-overhead: direct train() pass 1 ...", flush=True)
+    first = direct_durations(path, profile)
+    timer = CallTimer()
+    undo = [timer.wrap(Tracker), timer.wrap(MlflowClient)]
+    print("  tracking-overhead: tracked sweep ...", flush=True)
+    try:
+        trials = run_inprocess(path, root / "store", profile)
+    finally:
+        for restore in undo:
+            restore()
+    print("  tracking-overhead: direct train() pass 2 ...", flush=True)
+    second = direct_durations(path, profile)
+    add_tracking_rows(report, trials, timer, first, second)
+
+
+def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    study = cpu_sweep_study(profile, name, extra)
+    study["max_epochs"] = 10
+    study["fixed"].update({"data.max_train_samples": profile.sweep_samples, "data.batch_size": profile.batch_size,
+                           "runtime.amp": True, "runtime.cuda_graphs": True})
+    return study
+
+
+def run_inprocess(path: Path, store: Path, profile: Profile) -> list[Any]:
+    """``hvit-sweep run`` in this process, so its MLflow calls can be timed."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    from hvit_sweeps import console as hvit_console
+    from hvit_sweeps.cli import app
+
+    hvit_console.console.quiet = True
+    try:
+        app(["run", "--study", str(path), "--root", str(store), "--device", profile.device], standalone_mode=False)
+    finally:
+        hvit_console.console.quiet = False
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
+    return optuna.load_study(study_name="bench-tracking", storage=storage).get_trials(deepcopy=False)
+
+
+def direct_durations(path: Path, profile: Profile) -> list[float]:
+    """train() alone for every point of the study's grid: same configs, same data, no MLflow, no Optuna."""
+    import itertools
+
+    import optuna
+
+    from hvit_sweeps.data import load_dataset
+    from hvit_sweeps.study import load_study
+    from hvit_sweeps.train import train
+
+    spec, _ = load_study(str(path))
+    cli = {"runtime.device": profile.device}
+    base = spec.trial_config({}, cli)
+    splits = load_dataset(base.data, seed=base.seed)
+    grid = spec.grid_space() or {}
+    durations = []
+    for values in itertools.product(*grid.values()):
+        overrides = spec.suggest(optuna.trial.FixedTrial(dict(zip(grid, values))))
+        with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
+            config = spec.trial_config(overrides, {**cli, "checkpoint_path": str(Path(tmp) / "best.pth")})
+            start = time.perf_counter()
+            train(config, splits=splits)
+            durations.append(time.perf_counter() - start)
+    return durations
+
+
+def add_tracking_rows(report: Report, trials: Sequence[Any], timer: CallTimer, first: list[float], second: list[float]) -> None:
+    done = [t for t in trials if t.duration is not None]
+    tracked = sum(t.duration.total_seconds() for t in done)
+    direct = statistics.mean([sum(first), sum(second)])
+    noise = abs(sum(first) - sum(second)) / direct
+    mlflow_s = timer.seconds_within([(t.datetime_start, t.datetime_complete) for t in done])
+    setting = f"{len(done)} trials, in-process `run` vs the same configs through train()"
+    report.add(Row("tracking-overhead", "trial time s (tracked)", setting, tracked, "s", baseline=direct,
+                   note=f"baseline: mean of 2 direct passes ({sum(first):.1f}s, {sum(second):.1f}s; they differ by {noise:.1%}); "
+                        "includes Optuna storage and checkpoint upload"))
+    report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=tracked,
+                   note="outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of trial time"))
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def print_table(report: Report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hvit-sweep benchmarks, profile {report.meta['profile']}, {report.meta['device']}, {report.meta['date']}")
+    for column in ("section", "name", "setting", "value", "baseline", "ratio", "note"):
+        table.add_column(column, justify="right" if column in ("value", "baseline", "ratio") else "left")
+    for row in report.rows:
+        table.add_row(row.section, row.name, row.setting, _fmt(row.value), _fmt(row.baseline),
+                      "" if row.ratio is None else f"{row.ratio:.3f}", row.note)
+    Console(width=220).print(table)
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def meta(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    return {
+        "profile": profile.name,
+        "device": device_name(profile.device),
+        "cpu": cpu_model(),
+        "date": dt.date.today().isoformat(),
+        "host": platform.node(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_start": os.getloadavg(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "profile_settings": {k: str(v) for k, v in asdict(profile).items()},
+        "data": "synthetic (random CIFAR-100-shaped images, not real)",
+    }
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu: tiny sizes; gpu: the issue's sizes")
+    parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
+    parser.add_argument("--out", type=Path, help="JSON path [default: benchmarks/out/bench-<host>-<date>.json]")
+    parser.add_argument("--full", action="store_true", help="train: run every combination, skipping nothing")
+    parser.add_argument("--sweep-trials", type=int, help="sweep-wall: trials per variant [default: the profile's]")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str]) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        run_worker(json.loads(args.worker))
+        return
+    profile = PROFILES[args.profile]
+    if profile.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("--profile gpu: no CUDA GPU is visible here; use --profile cpu")
+    if args.sweep_trials:
+        profile = replace(profile, sweep_trials=args.sweep_trials)
+    report = Report(meta=meta(profile, args))
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    logs = OUT_DIR / f"logs-{stamp}"
+    logs.mkdir(parents=True, exist_ok=True)
+    sections = {
+        "train": lambda: bench_train(profile, report, logs=logs, full=args.full),
+        "sweep-throughput": lambda: bench_throughput(profile, report, logs=logs),
+        "sweep-wall": lambda: bench_wall(profile, report, logs=logs),
+        "tracking-overhead": lambda: bench_tracking(profile, report, logs=logs),
+    }
+    timings = {}
+    for name in args.only or SECTIONS:
+        print(f"[{name}]", flush=True)
+        start = time.perf_counter()
+        sections[name]()
+        timings[name] = time.perf_counter() - start
+    report.meta.update(section_seconds=timings, loadavg_end=os.getloadavg(), logs=str(logs))
+    out = args.out or OUT_DIR / f"bench-{report.meta['host']}-{report.meta['date']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": report.meta, "rows": [asdict(r) for r in report.rows]}, indent=2, default=str))
+    print_table(report)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,140 @@
+"""Shared fixtures: real services, made fresh per test session and removed after.
+
+PostgreSQL runs on 127.0.0.1:5432 with trust auth (started before the session and
+in CI). Each test that needs a database gets its own, dropped afterwards, so runs
+never see each other's studies. The MLflow server is a real ``mlflow server``
+subprocess on a free port, backed by its own PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PG_HOST = os.environ.get("HVIT_TEST_PG", "postgres@127.0.0.1:5432")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _admin_connection():
+    import psycopg
+
+    return psycopg.connect(f"postgresql://{PG_HOST}/postgres", autocommit=True, connect_timeout=5)
+
+
+def _postgres_up() -> bool:
+    try:
+        with _admin_connection():
+            return True
+    except Exception:  # noqa: BLE001 - any failure means "not available"
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    if not _postgres_up():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_HOST}; CI must provide it")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_HOST}")
+    return True
+
+
+@pytest.fixture(scope="session")
+def make_database(postgres_available: bool) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty databases; every one is dropped at the end."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"hvit_test_{uuid.uuid4().hex[:10]}"
+        with _admin_connection() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql+psycopg2://{PG_HOST}/{name}"
+
+    yield make
+    with _admin_connection() as conn:
+        for name in created:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not become healthy:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(make_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server on PostgreSQL with proxied artifacts; yields its URL."""
+    workdir = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    log = workdir / "server.log"
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    command = [
+        mlflow, "server",
+        "--backend-store-uri", make_database(),
+        "--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clean working directory that still sees the repo's studies/ folder."""
+    (tmp_path / "studies").symlink_to(REPO / "studies")
+    monkeypatch.chdir(tmp_path)
+    for name in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE", "HVIT_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def hvit(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The real CLI as a subprocess."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE", "HVIT_ROOT")}
+    return subprocess.run(
+        [sys.executable, "-m", "hvit_sweeps", *args],
+        cwd=cwd, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process through Typer's runner; same result shape as :func:`hvit`."""
+    from typer.testing import CliRunner
+
+    from hvit_sweeps.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)

@@ -1,0 +1,136 @@
+"""Study files: validation with one clear message each, and trial-to-config mapping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hvit_sweeps.errors import HvitError
+from hvit_sweeps.study import find_study_files, load_study
+
+SMOKE_HEAD = """
+name = "t"
+max_epochs = 2
+[fixed]
+"data.dataset" = "synthetic"
+"model.patch_size" = 4
+"""
+
+
+def write(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(body)
+    return path
+
+
+def test_shipped_studies_all_load() -> None:
+    # Every file in studies/ validates, including the four the product promises.
+    names = {load_study(path)[0].name for path in find_study_files()}
+    assert {"depth-width", "optimizer", "pareto", "smoke"} <= names
+
+
+def test_study_by_name_and_by_path_agree() -> None:
+    # `smoke` and `studies/smoke.toml` name the same study.
+    by_name, _ = load_study("smoke")
+    by_path, _ = load_study(Path(__file__).resolve().parents[1] / "studies" / "smoke.toml")
+    assert by_name == by_path
+
+
+@pytest.mark.parametrize(
+    ("body", "phrase"),
+    [
+        (SMOKE_HEAD + "colour = 'red'\n", "colour: unknown setting"),
+        (SMOKE_HEAD + '[space."optim.lr"]\ntype = "float"\nlow = 0.1\nhigh = 0.01\n', "low (0.1) > high (0.01)"),
+        (SMOKE_HEAD + '[space."data.batch_size"]\ntype = "categorical"\nchoices = []\n', "choices"),
+        (SMOKE_HEAD + '[space."optim.momentum"]\ntype = "float"\nlow = 0.1\nhigh = 0.9\n', "no setting 'optim.momentum'"),
+        (SMOKE_HEAD + '[space."optim.lr"]\ntype = "float"\nlow = 0.0\nhigh = 0.1\nlog = true\n', "log = true needs low > 0"),
+        (SMOKE_HEAD + '[objective]\nmetric = "val_f1"\n', "unknown metric 'val_f1'"),
+        (SMOKE_HEAD + '[[objectives]]\nmetric = "val_acc1"\n[[objectives]]\nmetric = "params_m"\ndirection = "minimize"\n', "pruning needs a single objective"),
+        (SMOKE_HEAD + "[stages]\nnum_stages = { type = 'int', low = 2, high = 5 }\n", "allow 4: lower its high"),
+        (SMOKE_HEAD + '[space."data.batch_size"]\ntype = "categorical"\nchoices = ["big"]\n', "data.batch_size"),
+        (SMOKE_HEAD + "name2 = \n", "not valid TOML"),
+        (SMOKE_HEAD.replace('"t"', '"bad name!"'), "name: String should match pattern"),
+    ],
+)
+def test_bad_study_file_names_file_field_and_problem(tmp_path: Path, body: str, phrase: str) -> None:
+    # Each kind of mistake gives its own message, prefixed with the file's path.
+    path = write(tmp_path, body)
+    with pytest.raises(HvitError) as caught:
+        load_study(path)
+    message = str(caught.value)
+    assert str(path) in message and phrase in message, message
+
+
+def test_unknown_study_name_lists_the_known_ones() -> None:
+    # A typo in a study name says which names exist.
+    with pytest.raises(HvitError, match="use one of .*smoke"):
+        load_study("smokey")
+
+
+def test_stage_space_never_samples_an_invalid_model(tmp_path: Path) -> None:
+    # Random draws over the whole stage space always build a valid config.
+    spec, _ = load_study("depth-width")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1), direction="maximize")
+    for _ in range(60):
+        trial = study.ask()
+        config = spec.trial_config(spec.suggest(trial), {"data.dataset": "synthetic"})
+        model = config.model
+        assert len(model.embed_dims) == len(model.depths) == len(model.num_heads)
+        assert all(d % h == 0 for d, h in zip(model.embed_dims, model.num_heads))
+        study.tell(trial, 0.0)
+
+
+def test_trial_parameters_are_config_paths() -> None:
+    # An Optuna parameter named optim.lr sets exactly config.optim.lr.
+    spec, _ = load_study("optimizer")
+    trial = optuna.create_study(direction="maximize").ask()
+    config = spec.trial_config(spec.suggest(trial), {"data.dataset": "synthetic"})
+    assert config.optim.lr == trial.params["optim.lr"]
+    assert config.data.batch_size == trial.params["data.batch_size"]
+    assert config.epochs == spec.max_epochs
+
+
+def test_cli_layer_overrides_the_study_dataset() -> None:
+    # --dataset on the command line wins over the study's fixed dataset, and reshapes the model.
+    spec, _ = load_study("smoke", cli={"data.dataset": "fashion-mnist"})
+    config = spec.trial_config({}, {"data.dataset": "fashion-mnist"})
+    assert (config.data.dataset, config.model.in_chans, config.model.image_size) == ("fashion-mnist", 1, 28)
+
+
+def test_grid_sampler_enumerates_finite_spaces(tmp_path: Path) -> None:
+    # A grid study over a categorical and a stepped int covers every combination.
+    body = SMOKE_HEAD + (
+        '[sampler]\ntype = "grid"\n'
+        '[space."data.batch_size"]\ntype = "categorical"\nchoices = [32, 64]\n'
+        '[space."model.patch_size"]\ntype = "int"\nlow = 2\nhigh = 4\nstep = 2\n'
+    )
+    spec, _ = load_study(write(tmp_path, body))
+    assert spec.grid_space() == {"data.batch_size": [32, 64], "model.patch_size": [2, 4]}
+    sampler = spec.make_sampler()
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    study.optimize(lambda t: float(len(spec.suggest(t))), n_trials=4)
+    seen = {(t.params["data.batch_size"], t.params["model.patch_size"]) for t in study.trials}
+    assert seen == {(32, 2), (32, 4), (64, 2), (64, 4)}
+
+
+def test_grid_sampler_refuses_continuous_parameters(tmp_path: Path) -> None:
+    # A float range without a step has no grid.
+    body = SMOKE_HEAD + '[sampler]\ntype = "grid"\n[space."optim.lr"]\ntype = "float"\nlow = 0.001\nhigh = 0.01\n'
+    with pytest.raises(HvitError, match="finite set"):
+        load_study(write(tmp_path, body))
+
+
+@pytest.mark.parametrize("kind", ["tpe", "random", "gp", "cmaes", "nsga2"])
+def test_every_sampler_builds(tmp_path: Path, kind: str) -> None:
+    # Each sampler the spec names can be constructed.
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\n'))
+    assert isinstance(spec.make_sampler(), optuna.samplers.BaseSampler)
+
+
+@pytest.mark.parametrize("kind", ["median", "percentile", "hyperband", "successive-halving", "none"])
+def test_every_pruner_builds(tmp_path: Path, kind: str) -> None:
+    # Each pruner the spec names can be constructed.
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[pruner]\ntype = "{kind}"\n'))
+    assert isinstance(spec.make_pruner(), optuna.pruners.BasePruner)

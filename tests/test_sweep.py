@@ -1,0 +1,217 @@
+"""Sweeps end to end through the real CLI: Optuna storage, MLflow runs, export.
+
+Each test runs `python -m hvit_sweeps` as a subprocess in a fresh directory, on the
+tiny synthetic `smoke` study, then reads back what a user would look at: the
+Optuna study and the MLflow runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+
+from conftest import cli, hvit
+
+FORCED_PRUNE = """
+name = "always-pruned"
+trials = 2
+max_epochs = 3
+[objective]
+metric = "val_acc1"
+[pruner]
+type = "threshold"
+lower = 1.5          # accuracy never exceeds 1, so every trial is pruned at its first report
+n_warmup_steps = 0
+[fixed]
+"data.dataset" = "synthetic"
+"data.max_train_samples" = 256
+"data.max_eval_samples" = 64
+"data.batch_size" = 64
+"data.num_workers" = 0
+"runtime.amp" = false
+"model.embed_dims" = [16, 32]
+"model.depths" = [1, 1]
+"model.num_heads" = [2, 2]
+[space."optim.lr"]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+"""
+
+
+def journal_study(root: Path, name: str) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def local_client(root: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{(root / 'mlflow.db').resolve()}")
+
+
+def study_runs(client: MlflowClient, study: str) -> tuple[object, list[object]]:
+    """The study's parent run and its child runs."""
+    experiment = client.get_experiment_by_name(study)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`hvit.study` = '{study}'")
+    parents = [r for r in runs if r.data.tags.get("hvit.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("hvit.role") == "trial"]
+    assert len(parents) == 1, [r.info.run_id for r in parents]
+    return parents[0], children
+
+
+def ok(result) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def assert_one_line_error(result, phrase: str) -> None:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
+    assert phrase in lines[0], lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One smoke sweep of 4 trials on the embedded default, shared by the read-only tests below."""
+    cwd = tmp_path_factory.mktemp("smoke")
+    (cwd / "studies").symlink_to(Path(__file__).resolve().parents[1] / "studies")
+    ok(hvit("run", "--study", "smoke", "--trials", "4", cwd=cwd))
+    return cwd
+
+
+def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
+    # 4 trials in Optuna; one parent and 4 nested children in MLflow, each with every epoch's metrics.
+    root = smoke_sweep / "mlruns"
+    study = journal_study(root, "smoke")
+    assert len(study.trials) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    client = local_client(root)
+    parent, children = study_runs(client, "smoke")
+    assert len(children) == 4
+    by_number = {int(r.data.tags["optuna.trial_number"]): r for r in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}[trial.state]
+        assert run.info.status == expected_status
+        history = client.get_metric_history(run.info.run_id, "val_acc1")
+        assert [m.step for m in history] == sorted(trial.intermediate_values)
+        assert run.data.params["data.dataset"] == "synthetic"
+        assert float(run.data.params["model.embed_dims.0"]) > 0  # per-stage params are numeric
+        assert run.data.metrics["params_m"] > 0
+    assert parent.info.status == "FINISHED"
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/optimization_history.png", "plots/parallel_coordinate.png"} <= plots
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "study")] == ["study/smoke.toml"]
+
+
+def test_plots_are_real_pngs(smoke_sweep: Path, tmp_path: Path) -> None:
+    # The parent's plots are non-trivial PNG files.
+    client = local_client(smoke_sweep / "mlruns")
+    parent, _ = study_runs(client, "smoke")
+    local = Path(client.download_artifacts(parent.info.run_id, "plots", str(tmp_path)))
+    for png in local.glob("*.png"):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+
+
+def test_best_export_reproduces_the_recorded_metric(smoke_sweep: Path) -> None:
+    # `best --export` writes checkpoint, config, metrics and card; `eval` on it matches the recorded val_acc1.
+    ok(result := hvit("best", "--study", "smoke", "--export", "exported", cwd=smoke_sweep))
+    out = smoke_sweep / "exported"
+    assert {p.name for p in out.iterdir()} == {"best.pth", "config.json", "metrics.json", "MODEL_CARD.md"}
+    assert "hvit-sweep eval --checkpoint best.pth" in (out / "MODEL_CARD.md").read_text()
+    best_value = journal_study(smoke_sweep / "mlruns", "smoke").best_value
+    ok(evaluated := hvit("eval", "--checkpoint", str(out / "best.pth"), "--split", "val", cwd=smoke_sweep))
+    row = next(line for line in evaluated.stdout.splitlines() if "acc1" in line)
+    now, recorded = [cell.strip() for cell in row.split("│") if cell.strip()][2:4]
+    assert now == recorded == f"{100 * best_value:.2f}%", result.stdout
+
+
+def test_show_lists_every_trial(smoke_sweep: Path) -> None:
+    # `show` prints one row per trial with its state.
+    ok(result := hvit("show", "--study", "smoke", cwd=smoke_sweep))
+    assert result.stdout.count("COMPLETE") + result.stdout.count("PRUNED") >= 4
+
+
+def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> None:
+    # Running again adds trials to the same Optuna study and nests them under the same parent run.
+    client = local_client(smoke_sweep / "mlruns")
+    parent_before, _ = study_runs(client, "smoke")
+    ok(hvit("run", "--study", "smoke", "--trials", "1", cwd=smoke_sweep))
+    assert len(journal_study(smoke_sweep / "mlruns", "smoke").trials) == 5
+    parent_after, children = study_runs(client, "smoke")
+    assert parent_after.info.run_id == parent_before.info.run_id and len(children) == 5
+    assert parent_after.info.status == "FINISHED"
+
+
+def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
+    # A pruner that must prune: trials are PRUNED in Optuna and KILLED in MLflow after one epoch.
+    (workdir / "prune.toml").write_text(FORCED_PRUNE)
+    ok(hvit("run", "--study", "prune.toml", cwd=workdir))
+    study = journal_study(workdir / "mlruns", "always-pruned")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    client = local_client(workdir / "mlruns")
+    _, children = study_runs(client, "always-pruned")
+    for run in children:
+        assert run.info.status == "KILLED"
+        assert run.data.tags["optuna.pruned_at_epoch"] == "1"
+        assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1
+    # With no complete trial, `best` says so in one line.
+    assert_one_line_error(hvit("best", "--study", "always-pruned", cwd=workdir), "no complete trial")
+
+
+def test_pareto_study_returns_a_pareto_set(workdir: Path) -> None:
+    # The two-objective smoke study ends with a non-empty Pareto set and a pareto_front plot.
+    ok(hvit("run", "--study", "smoke-pareto", cwd=workdir))
+    study = journal_study(workdir / "mlruns", "smoke-pareto")
+    assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)
+    ok(result := hvit("best", "--study", "smoke-pareto", cwd=workdir))
+    assert "Pareto set" in result.stdout
+    client = local_client(workdir / "mlruns")
+    parent, _ = study_runs(client, "smoke-pareto")
+    assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+
+
+def test_three_local_workers_share_the_journal(workdir: Path) -> None:
+    # 3 worker processes on the embedded journal storage finish exactly 9 trials, all nested and closed.
+    ok(hvit("run", "--study", "smoke", "--trials", "9", "--workers", "3", cwd=workdir, timeout=600))
+    study = journal_study(workdir / "mlruns", "smoke")
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 9
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    _, children = study_runs(local_client(workdir / "mlruns"), "smoke")
+    trained = [r for r in children if r.data.tags["optuna.trial_state"] != "FAIL"]
+    assert len(trained) == 9 and all(r.info.status in ("FINISHED", "KILLED") for r in children)
+
+
+def test_bad_storage_and_tracking_inputs_fail_in_one_line(workdir: Path) -> None:
+    # Unknown storage schemes, unreachable databases and servers, and SQLite with workers are refused up front.
+    assert_one_line_error(cli("run", "--study", "smoke", "--storage", "mongodb://x"), "unknown scheme 'mongodb'")
+    unreachable_pg = "postgresql+psycopg2://nobody@127.0.0.1:1/none"
+    assert_one_line_error(cli("run", "--study", "smoke", "--storage", unreachable_pg), "cannot open the Optuna storage")
+    assert_one_line_error(cli("run", "--study", "smoke", "--tracking-uri", "http://127.0.0.1:1"), "MLflow server not reachable")
+    assert_one_line_error(
+        cli("run", "--study", "smoke", "--storage", "sqlite:///o.db", "--workers", "2"), "not safe for parallel"
+    )
+    assert_one_line_error(cli("show", "--study", "nothing-here"), "no study named 'nothing-here'")
+    assert_one_line_error(cli("run", "--study", "nope"), "no study named 'nope'")
+    assert_one_line_error(cli("run", "--study", "smoke", "--devices", "0,1", "--workers", "3"), "does not match --devices")
+    journal = workdir / "mlruns" / "optuna.journal"
+    if journal.exists():  # nothing half-made: no study was created by any of the refused commands
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        assert optuna.get_all_study_names(storage) == []
+
+
+def test_a_changed_definition_never_joins_an_existing_study(workdir: Path) -> None:
+    # The same study name with a different dataset is refused instead of mixing results.
+    ok(cli("run", "--study", "smoke", "--trials", "1"))
+    result = cli("run", "--study", "smoke", "--trials", "1", "--dataset", "fashion-mnist")
+    assert_one_line_error(result, "already exists with another definition")
