@@ -24,7 +24,7 @@ from hvit_sweeps.config import TrainConfig, validate_config
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.model import HierarchicalViT, build_model
 
-__all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
+__all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint", "strip_training_state"]
 
 FORMAT = "hvit-sweep/checkpoint"
 FORMAT_VERSION = 1
@@ -73,7 +73,10 @@ def save_checkpoint(
         "versions": {"hvit_sweeps": __version__, "torch": str(torch.__version__)},
         "training_state": training_state or {},
     }
-    path = Path(path)
+    _write_atomically(Path(path), payload)
+
+
+def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -83,6 +86,13 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def strip_training_state(path: Path) -> None:
+    """Drop optimizer and schedule state in place: a sweep keeps weights only (a third of the bytes)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["training_state"] = {}
+    _write_atomically(Path(path), payload)
 
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

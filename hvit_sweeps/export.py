@@ -17,9 +17,10 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
+from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint, load_model
 from hvit_sweeps.config import TrainConfig, flatten_config
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.model import count_parameters
 from hvit_sweeps.tracking import Tracker
 
 __all__ = ["export_trials", "reproduce_command"]
@@ -53,6 +54,7 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
     with tempfile.TemporaryDirectory() as tmp:
         downloaded = tracker.download_checkpoint(run_id, Path(tmp))
         checkpoint = load_checkpoint(downloaded)
+        params = count_parameters(load_model(checkpoint))  # also proves the weights fit the config
         shutil.copy2(downloaded, folder / "best.pth")
     names = study.metric_names or [f"value_{i}" for i in range(len(trial.values))]
     summary = {
@@ -61,6 +63,7 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
         "mlflow_run_id": run_id,
         "objectives": dict(zip(names, trial.values)),
         "params": trial.params,
+        "params_m": params / 1e6,
         "epoch": checkpoint.epoch,
         "metrics": checkpoint.metrics,
     }
@@ -73,7 +76,7 @@ def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
     config = checkpoint.config
     model = config.model
     metrics = checkpoint.metrics
-    params_m = metrics.get("params_m")
+    params_m = summary["params_m"]
     lines = [
         f"# HViT from study `{summary['study']}`, trial {summary['trial']}",
         "",
@@ -85,7 +88,7 @@ def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
         f"| dataset | {config.data.dataset} ({model.num_classes} classes, {model.in_chans}x{model.image_size}x{model.image_size}) |",
         f"| embed dims / depths / heads | {_join(model.embed_dims)} / {_join(model.depths)} / {_join(model.num_heads)} |",
         f"| patch size | {model.patch_size} |",
-        *([f"| parameters | {params_m:.3f} M |"] if params_m else []),
+        f"| parameters | {params_m:.3f} M |",
         f"| best epoch | {checkpoint.epoch} of {config.epochs} |",
         *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if k.startswith("val_")],
         f"| MLflow run | `{summary['mlflow_run_id']}` |",

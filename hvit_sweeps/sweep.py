@@ -35,6 +35,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from hvit_sweeps.checkpoint import strip_training_state
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
@@ -455,6 +456,7 @@ class Objective:
         top_k = self.sweep.spec.keep_top_k
         if checkpoint is None or not checkpoint.is_file():
             return False
+        strip_training_state(checkpoint)
         if top_k is None or self.sweep.spec.multi_objective:
             self.sweep.tracker.log_file(run_id, checkpoint, str(Path(CHECKPOINT_ARTIFACT).parent))
             return True
