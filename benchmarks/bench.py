@@ -144,6 +144,7 @@ class Row:
     device: str = ""
     date: str = ""
     note: str = ""
+    load: float | None = None  # 1-minute load average when the row was recorded: others share the machine
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.value is not None and self.baseline:
@@ -158,6 +159,7 @@ class Report:
     def add(self, row: Row) -> None:
         row.device = row.device or self.meta["device"]
         row.date = self.meta["date"]
+        row.load = round(os.getloadavg()[0], 2)
         self.rows.append(row)
 
 
@@ -551,8 +553,13 @@ class CallTimer:
 
         return timed
 
-    def seconds_within(self, windows: Sequence[tuple[dt.datetime, dt.datetime]]) -> float:
-        return sum(d for began, d, _ in self.calls if any(a <= began <= b for a, b in windows))
+    def within(self, windows: Sequence[tuple[dt.datetime, dt.datetime]]) -> dict[str, float]:
+        """Seconds per method, for calls that began inside one of ``windows``."""
+        totals: dict[str, float] = {}
+        for began, seconds, name in self.calls:
+            if any(a <= began <= b for a, b in windows):
+                totals[name] = totals.get(name, 0.0) + seconds
+        return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
@@ -637,13 +644,16 @@ def add_tracking_rows(report: Report, trials: Sequence[Any], timer: CallTimer, f
     tracked = sum(t.duration.total_seconds() for t in done)
     direct = statistics.mean([sum(first), sum(second)])
     noise = abs(sum(first) - sum(second)) / direct
-    mlflow_s = timer.seconds_within([(t.datetime_start, t.datetime_complete) for t in done])
+    by_method = timer.within([(t.datetime_start, t.datetime_complete) for t in done])
+    mlflow_s = sum(by_method.values())
+    top = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in list(by_method.items())[:4])
     setting = f"{len(done)} trials, in-process `run` vs the same configs through train()"
     report.add(Row("tracking-overhead", "trial time s (tracked)", setting, tracked, "s", baseline=direct,
                    note=f"baseline: mean of 2 direct passes ({sum(first):.1f}s, {sum(second):.1f}s; they differ by {noise:.1%}); "
                         "includes Optuna storage and checkpoint upload"))
     report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=tracked,
-                   note="outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of trial time"))
+                   note=f"outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of "
+                        f"trial time; {mlflow_s / max(1, len(done)):.2f}s per trial; largest: {top}"))
 
 
 # -- output -----------------------------------------------------------------------------

@@ -234,8 +234,30 @@ DatasetOpt = Annotated[Optional[str], Opt(help=_help("data.dataset"))]
 DataDirOpt = Annotated[Optional[Path], Opt(help=_help("data.data_dir"))]
 DeviceOpt = Annotated[Optional[str], Opt(help=_help("runtime.device"))]
 SeedOpt = Annotated[Optional[int], Opt(help=_help("seed"))]
+SetOpt = Annotated[
+    Optional[list[str]],
+    Opt("--set", help="Override any config path for every trial, e.g. --set runtime.cuda_graphs=true (repeatable)."),
+]
 TimeoutOpt = Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")]
 HeartbeatOpt = Annotated[int, Opt(min=1, help="Seconds between RDB heartbeats; a trial silent for 3 of them is retried.")]
+
+
+def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as TOML (true, 3, 1e-3, [64, 128]) or else kept as text."""
+    import tomllib
+
+    from hvit_sweeps.config import has_field
+
+    parsed: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not has_field(key.strip()):
+            raise typer.BadParameter(f"{item!r}: use PATH=VALUE with a config path such as optim.lr=1e-3", param_hint="--set")
+        try:
+            parsed[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed[key.strip()] = raw
+    return parsed
 
 
 def _make_sweep(
@@ -250,7 +272,7 @@ def _make_sweep(
     from hvit_sweeps.study import load_study
     from hvit_sweeps.sweep import Sweep
 
-    cli = flag_layer(flags)
+    cli = {**flag_layer(flags), **flags.get("set", {})}
     spec, path = load_study(study, cli=cli)
     return Sweep(
         spec=spec,
@@ -276,6 +298,7 @@ def run(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    set_: SetOpt = None,
     workers: Annotated[Optional[int], Opt(min=1, help="Worker processes on this machine [default: 1, in this process].")] = None,
     devices: Annotated[Optional[str], Opt(help="GPUs to pin workers to, round-robin, e.g. 0,1,2,3.")] = None,
     trials_per_gpu: Annotated[int, Opt(min=1, help="Concurrent trials (worker processes) per GPU in --devices.")] = 1,
@@ -287,7 +310,7 @@ def run(
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.sweep import connect, finalize, launch_workers, run_worker, worker_plan
 
-    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed}
+    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed, "set": _parse_sets(set_)}
     sweep = _make_sweep(study, study_name, storage, tracking_uri, root, flags, heartbeat)
     plans = worker_plan(
         workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu
@@ -327,6 +350,7 @@ def worker(
     data_dir: DataDirOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    set_: SetOpt = None,
     worker_index: Annotated[Optional[int], Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
     root: RootOpt = Path("mlruns"),
     heartbeat: HeartbeatOpt = 60,
@@ -335,7 +359,7 @@ def worker(
     from hvit_sweeps.console import console
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
-    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed}
+    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed, "set": _parse_sets(set_)}
     sweep = _make_sweep(study, study_name, storage, tracking_uri, root, flags, heartbeat)
     # A worker started by hand or by compose gets a seed offset from its pid.
     index = worker_index if worker_index is not None else os.getpid() % 100_000
@@ -361,9 +385,17 @@ def _worker_args(sweep: Any, flags: dict[str, Any], *, timeout: Optional[float])
     if timeout is not None:
         args += ["--timeout", str(timeout)]
     for name, value in flags.items():
-        if value is not None:
+        if name == "set":
+            args += [arg for key, v in value.items() for arg in ("--set", f"{key}={_toml_value(v)}")]
+        elif value is not None:
             args += [f"--{name.replace('_', '-')}", str(value)]
     return args
+
+
+def _toml_value(value: Any) -> str:
+    import json
+
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
 
 
 def _sweep_banner(sweep: Any, connected: Any, workers: int) -> str:

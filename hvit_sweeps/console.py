@@ -133,11 +133,14 @@ def train_result_table(result: TrainResult) -> Table:
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 
 
-def trial_values(trial: FrozenTrial) -> str:
+def trial_values(trial: FrozenTrial, metric_names: list[str]) -> str:
+    """The trial's objective values, or its last reported one (with the epoch) while it runs."""
     if not trial.values:
         last = max(trial.intermediate_values) if trial.intermediate_values else None
-        return "" if last is None else f"({trial.intermediate_values[last]:.4f} @ {last})"
-    return ", ".join(f"{v:.4f}" for v in trial.values)
+        if last is None:
+            return ""
+        return f"({format_metric(metric_names[0], trial.intermediate_values[last])} @ epoch {last})"
+    return ", ".join(format_metric(name, v) for name, v in zip(metric_names, trial.values))
 
 
 def short_params(params: Mapping[str, Any]) -> str:
@@ -159,7 +162,7 @@ def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: lis
         table.add_row(
             str(trial.number),
             f"[{_STATE_STYLE.get(state, '')}]{state}[/]",
-            trial_values(trial),
+            trial_values(trial, metric_names),
             str(len(trial.intermediate_values) or trial.user_attrs.get("hvit.epoch", "")),
             "" if duration is None else f"{duration:.1f}s",
             short_params(trial.params),
@@ -198,6 +201,7 @@ class SweepDashboard:
 
     def __exit__(self, *exc: object) -> None:
         self.live.stop()
+        console.print()
 
     def refresh(self, study: optuna.Study) -> None:
         self.live.update(self.render(study), refresh=True)
@@ -225,7 +229,7 @@ class SweepDashboard:
                 epoch, epochs = trial.user_attrs.get("hvit.epoch", 0), trial.user_attrs.get("hvit.epochs", 1)
                 running.add_row(
                     str(trial.number), f"{epoch}/{epochs}", ProgressBar(total=epochs, completed=epoch, width=20),
-                    trial_values(trial), short_params(trial.params),
+                    trial_values(trial, self.metric_names), short_params(trial.params),
                 )
         best = trials_table(
             best_trials(study, top=self.top), title="best so far", metric_names=self.metric_names
@@ -248,7 +252,7 @@ def sweep_summary(study: optuna.Study, *, metric_names: list[str]) -> Table:
     if not chosen:
         table.add_row("best", "no complete trial yet")
     elif len(study.directions) > 1:
-        table.add_row("pareto set", ", ".join(f"#{t.number} ({trial_values(t)})" for t in chosen))
+        table.add_row("pareto set", ", ".join(f"#{t.number} ({trial_values(t, metric_names)})" for t in chosen))
     else:
         table.add_row(f"best {metric_names[0]}", f"{format_metric(metric_names[0], chosen[0].value)} (trial {chosen[0].number})")
         table.add_row("best params", short_params(chosen[0].params))

@@ -46,13 +46,20 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
         names = [o.metric for o in spec.objectives]
         plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
     else:
-        plots["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+        plots["intermediate_values"] = lambda: _relabel(vis.plot_intermediate_values(study), xlabel="Epoch", ylabel=first.metric)
     figures = {}
     for name, draw in plots.items():
         figure = _draw(draw)
         if figure is not None:
             figures[name] = figure
     return figures
+
+
+def _relabel(axes: Any, *, xlabel: str, ylabel: str) -> Any:
+    """Optuna says "Step" and "Intermediate Value"; a trial's step is an epoch here."""
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    return axes
 
 
 def _draw(draw: Callable[[], Any]) -> Any:

@@ -80,7 +80,7 @@ def test_model_dims_not_divisible_by_heads_names_the_model() -> None:
 # A dotted key cannot descend into a value that is already a scalar.
 def test_dotted_key_through_a_value_is_an_error() -> None:
     with pytest.raises(HvitError, match=r"^cfg: optim\.lr\.x: lr is a value, not a section$"):
-        build_config({"optim": {"lr": 1e-3, "lr.x": 2}}, source="cfg")
+        build_config({"optim.lr": 1e-3, "optim.lr.x": 2}, source="cfg")
 
 
 # Several bad fields are reported together in one message.

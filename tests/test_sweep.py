@@ -7,6 +7,10 @@ Optuna study and the MLflow runs.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -215,3 +219,53 @@ def test_a_changed_definition_never_joins_an_existing_study(workdir: Path) -> No
     ok(cli("run", "--study", "smoke", "--trials", "1"))
     result = cli("run", "--study", "smoke", "--trials", "1", "--dataset", "fashion-mnist")
     assert_one_line_error(result, "already exists with another definition")
+
+
+def test_ctrl_c_closes_the_trial_and_resume_finishes(workdir: Path) -> None:
+    # SIGINT mid-trial: exit 130, the trial is FAIL in Optuna and KILLED in MLflow; --resume reaches the target.
+    body = FORCED_PRUNE.replace('name = "always-pruned"', 'name = "interrupted"').replace('type = "threshold"', 'type = "none"')
+    body = body.replace('"data.max_train_samples" = 256', '"data.max_train_samples" = 640').replace("max_epochs = 3", "max_epochs = 6")
+    (workdir / "slow.toml").write_text(body)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hvit_sweeps", "run", "--study", "slow.toml"],
+        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    journal = workdir / "mlruns" / "optuna.journal"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if journal.exists():
+            try:
+                study = journal_study(workdir / "mlruns", "interrupted")
+                if any(t.user_attrs.get("hvit.epoch", 0) >= 1 for t in study.get_trials(states=(TrialState.RUNNING,))):
+                    break
+            except KeyError:
+                pass
+        time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output[-2000:]
+    assert "--resume" in output and "Traceback" not in output
+    study = journal_study(workdir / "mlruns", "interrupted")
+    interrupted = study.trials[0]
+    assert interrupted.state == TrialState.FAIL
+    run = local_client(workdir / "mlruns").get_run(interrupted.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and "interrupted" in run.data.tags["hvit.failure_reason"]
+
+    ok(hvit("run", "--study", "slow.toml", "--resume", cwd=workdir))
+    study = journal_study(workdir / "mlruns", "interrupted")
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
+
+
+def test_keep_top_k_keeps_only_the_best_checkpoints(workdir: Path) -> None:
+    # With keep_top_k = 1, exactly one trial (the best) still has a checkpoint artifact.
+    body = FORCED_PRUNE.replace('name = "always-pruned"', 'name = "top1"').replace('type = "threshold"', 'type = "none"')
+    body = body.replace("trials = 2", "trials = 3\nkeep_top_k = 1").replace("max_epochs = 3", "max_epochs = 1")
+    (workdir / "top1.toml").write_text(body)
+    ok(hvit("run", "--study", "top1.toml", cwd=workdir))
+    study = journal_study(workdir / "mlruns", "top1")
+    client = local_client(workdir / "mlruns")
+    with_checkpoint = [
+        t.number for t in study.trials
+        if client.list_artifacts(t.user_attrs["mlflow_run_id"], "checkpoint")
+    ]
+    assert with_checkpoint == [study.best_trial.number]
