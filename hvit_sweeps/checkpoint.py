@@ -9,9 +9,7 @@ optimizer, schedule and scaler states.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,7 +105,7 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         raise HvitError(f"checkpoint not found: {path}: pass the .pth file written by `hvit-sweep train`")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - untrusted bytes fail in many ways; all mean "unusable"
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HvitError(
             f"{path} is not a readable checkpoint ({reason[:160]}): it is corrupt or not a safe "
@@ -123,6 +121,9 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
             f"{path} has checkpoint format {payload['format_version']}, newer than this "
             f"hvit-sweep ({FORMAT_VERSION}): upgrade hvit-sweep"
         )
+    missing = [key for key in ("config", "model_state", "epoch") if key not in payload]
+    if missing:
+        raise HvitError(f"{path} is an incomplete checkpoint (no {', '.join(missing)}): it was edited or cut short")
     return Checkpoint(
         path=path,
         config=validate_config(payload["config"], source=f"{path} (saved config)"),

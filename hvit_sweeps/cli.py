@@ -178,8 +178,6 @@ def train(
     flags = flag_layer(locals())
     checkpoint = load_checkpoint(resume) if resume is not None else None
     base = checkpoint.config.model_dump(mode="json") if checkpoint else {}
-    if checkpoint and "checkpoint_path" not in flags:
-        flags["checkpoint_path"] = str(checkpoint.path)
     config = build_config(base, flags, source="train flags")
     start = checkpoint.epoch + 1 if checkpoint else 1
     with TrainProgress(config.epochs, start_epoch=start) as progress:

@@ -190,6 +190,9 @@ def train(
         optimizer.load_state_dict(resume.training_state["optimizer"])
         scheduler.load_state_dict(resume.training_state["scheduler"])
         scaler.load_state_dict(resume.training_state["scaler"])
+        # The loaded lr belongs to the old run's length; recompute it for this one.
+        scheduler.last_epoch -= 1
+        scheduler.step()
 
     compiled = model if config.runtime.compile == "off" else _compile(model, config.runtime.compile)
     step: StepFn = _make_step(compiled, optimizer, scaler, precision, config.optim, memory_format)
@@ -219,6 +222,8 @@ def train(
             break
 
     test_metrics: dict[str, float] = {}
+    if config.evaluate_test and best.state is None and resume is not None:
+        best.state = _saved_best_weights(config)
     if config.evaluate_test and best.state is not None:
         model.load_state_dict(best.state)
         test_metrics = _prefixed("test", evaluate(compiled, loaders.test, precision, memory_format))
@@ -507,6 +512,14 @@ class _Saver:
                 "best": best.as_dict(),
             },
         )
+
+
+def _saved_best_weights(config: TrainConfig) -> dict[str, torch.Tensor] | None:
+    """After a resume that never beat the saved best, the best weights are on disk."""
+    from hvit_sweeps.checkpoint import load_checkpoint
+
+    path = config.checkpoint_path
+    return load_checkpoint(path).model_state if path is not None and path.is_file() else None
 
 
 def _check_data_matches(config: TrainConfig, info: DatasetInfo) -> None:

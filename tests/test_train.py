@@ -253,11 +253,6 @@ def test_resume_runs_only_the_missing_epochs(trained: Trained, tmp_path: Path) -
 
 
 # A resumed run follows the schedule of a straight run of the same length.
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG train.py:189-191: the resumed optimizer/scheduler keep the lr of the old, shorter "
-    "schedule (its cosine floor) for the first step and in the reported lr",
-)
 def test_resumed_lr_matches_a_straight_run(trained: Trained) -> None:
     last = load_checkpoint(trained.last)
     resumed = train(_resume_config(last, {"epochs": 3, "checkpoint_path": None, "save_final": False}), resume=last)
@@ -314,28 +309,16 @@ def _tampered(source: Path, dest: Path) -> Path:
             lambda d, good: _write(d / "x.pth", b"hello world, not a checkpoint\n"),
             "is not a readable checkpoint",
             id="text-file",
-            marks=pytest.mark.xfail(
-                strict=True, raises=KeyError,
-                reason="BUG checkpoint.py:110: torch.load raises KeyError/IndexError on some garbage; not caught",
-            ),
         ),
         pytest.param(
             lambda d, good: _write(d / "r.pth", random.Random(2).randbytes(2000)),
             "is not a readable checkpoint",
             id="random-bytes-2",
-            marks=pytest.mark.xfail(
-                strict=True, raises=IndexError,
-                reason="BUG checkpoint.py:110: torch.load raises KeyError/IndexError on some garbage; not caught",
-            ),
         ),
         pytest.param(
             lambda d, good: _save(d / "h.pth", {"format": "hvit-sweep/checkpoint", "format_version": 1}),
             None,
             id="header-only",
-            marks=pytest.mark.xfail(
-                strict=True, raises=KeyError,
-                reason="BUG checkpoint.py:123: payload['config'] etc. read without checking the keys exist",
-            ),
         ),
     ],
 )
