@@ -138,3 +138,37 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+def tiny_study(name: str, *, trials: int = 2, max_epochs: int = 3, train_samples: int = 256, pruner: str = 'type = "none"', extra: str = "") -> str:
+    """A study file for tests: a two-stage 16/32 model on a few hundred synthetic images, lr searched."""
+    return f"""
+name = "{name}"
+trials = {trials}
+max_epochs = {max_epochs}
+{extra}
+[objective]
+metric = "val_acc1"
+[pruner]
+{pruner}
+[fixed]
+"data.dataset" = "synthetic"
+"data.max_train_samples" = {train_samples}
+"data.max_eval_samples" = 64
+"data.batch_size" = 64
+"data.num_workers" = 0
+"runtime.amp" = false
+"model.embed_dims" = [16, 32]
+"model.depths" = [1, 1]
+"model.num_heads" = [2, 2]
+[space."optim.lr"]
+type = "float"
+low = 1e-3
+high = 1e-2
+log = true
+"""
+
+
+def ok(result: subprocess.CompletedProcess) -> None:
+    """Assert a CLI call succeeded, showing its output when it did not."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

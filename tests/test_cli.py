@@ -212,3 +212,42 @@ def test_console_script_help_and_error(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == ["error: train flags: data.val_split: Input should be less than 1"]
+
+
+def _png_tree(root: Path, classes: dict[str, int]) -> None:
+    from PIL import Image
+
+    for name, count in classes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (12, 12), (40 * i % 255, 80, 120)).save(root / name / f"{i}.png")
+
+
+# Folder datasets: each broken tree is one clear line with exit code 2.
+@pytest.mark.parametrize(
+    ("make", "phrase"),
+    [
+        (lambda root: None, "does not exist"),
+        (lambda root: root.mkdir(), "train"),
+        (lambda root: (root / "train").mkdir(parents=True), "train"),
+        (lambda root: (_png_tree(root / "train", {"cat": 3, "dog": 3}), _png_tree(root / "val", {"cat": 2, "eel": 2})), "eel"),
+        (lambda root: (_png_tree(root / "train", {"cat": 3, "dog": 3}), (root / "train" / "cat" / "bad.png").write_bytes(b"junk")), "bad.png"),
+    ],
+    ids=["missing", "empty", "no-classes", "val-classes-differ", "unreadable-image"],
+)
+def test_folder_dataset_errors_are_one_line(tmp_path: Path, make: object, phrase: str) -> None:
+    root = tmp_path / "images"
+    make(root)
+    result = invoke("train", "--dataset", f"folder:{root}", "--epochs", "1", "--num-workers", "0", "--no-amp")
+    assert_one_line_error(result, phrase)
+
+
+# A folder dataset trains end to end through the CLI.
+def test_folder_dataset_trains(tmp_path: Path) -> None:
+    _png_tree(tmp_path / "images" / "train", {"cat": 10, "dog": 10})
+    result = invoke(
+        "train", "--dataset", f"folder:{tmp_path / 'images'}", "--epochs", "1", "--num-workers", "0", "--no-amp",
+        "--embed-dims", "16,32", "--depths", "1,1", "--num-heads", "2,2", "--batch-size", "8",
+    )
+    assert result.exit_code == 0, result.output
+    assert "2 classes" in flat(result.stdout)

@@ -19,31 +19,8 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import hvit
+from conftest import hvit, ok, tiny_study
 
-SLOW = """
-name = "{name}"
-trials = 2
-max_epochs = 4
-[objective]
-metric = "val_acc1"
-[pruner]
-type = "none"
-[fixed]
-"data.dataset" = "synthetic"
-"data.max_train_samples" = 640
-"data.max_eval_samples" = 64
-"data.batch_size" = 64
-"data.num_workers" = 0
-"runtime.amp" = false
-"model.embed_dims" = [16, 32]
-"model.depths" = [1, 1]
-"model.num_heads" = [2, 2]
-"""
-
-
-def ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def runs_of(server: str, study: str) -> tuple[list, list]:
@@ -83,7 +60,7 @@ def test_killed_worker_trial_is_failed_retried_and_closed(
 ) -> None:
     # SIGKILL mid-trial, then resume: the heartbeat fails the trial, a retry runs it, its MLflow run ends FAILED.
     storage = make_database()
-    (workdir / "slow.toml").write_text(SLOW.format(name="killed"))
+    (workdir / "slow.toml").write_text(tiny_study("killed", max_epochs=4, train_samples=640))
     common = ["--study", "slow.toml", "--storage", storage, "--tracking-uri", mlflow_server, "--heartbeat", "1"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE")}
     worker = subprocess.Popen(

@@ -19,34 +19,10 @@ from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from conftest import cli, hvit
+from conftest import cli, hvit, ok, tiny_study
 
-FORCED_PRUNE = """
-name = "always-pruned"
-trials = 2
-max_epochs = 3
-[objective]
-metric = "val_acc1"
-[pruner]
-type = "threshold"
-lower = 1.5          # accuracy never exceeds 1, so every trial is pruned at its first report
-n_warmup_steps = 0
-[fixed]
-"data.dataset" = "synthetic"
-"data.max_train_samples" = 256
-"data.max_eval_samples" = 64
-"data.batch_size" = 64
-"data.num_workers" = 0
-"runtime.amp" = false
-"model.embed_dims" = [16, 32]
-"model.depths" = [1, 1]
-"model.num_heads" = [2, 2]
-[space."optim.lr"]
-type = "float"
-low = 1e-3
-high = 1e-2
-log = true
-"""
+# Accuracy never exceeds 1, so a lower threshold of 1.5 prunes every trial at its first report.
+FORCED_PRUNE = tiny_study("always-pruned", pruner='type = "threshold"\nlower = 1.5\nn_warmup_steps = 0')
 
 
 def journal_study(root: Path, name: str) -> optuna.Study:
@@ -66,10 +42,6 @@ def study_runs(client: MlflowClient, study: str) -> tuple[object, list[object]]:
     children = [r for r in runs if r.data.tags.get("hvit.role") == "trial"]
     assert len(parents) == 1, [r.info.run_id for r in parents]
     return parents[0], children
-
-
-def ok(result) -> None:
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def assert_one_line_error(result, phrase: str) -> None:
@@ -223,9 +195,7 @@ def test_a_changed_definition_never_joins_an_existing_study(workdir: Path) -> No
 
 def test_ctrl_c_closes_the_trial_and_resume_finishes(workdir: Path) -> None:
     # SIGINT mid-trial: exit 130, the trial is FAIL in Optuna and KILLED in MLflow; --resume reaches the target.
-    body = FORCED_PRUNE.replace('name = "always-pruned"', 'name = "interrupted"').replace('type = "threshold"', 'type = "none"')
-    body = body.replace('"data.max_train_samples" = 256', '"data.max_train_samples" = 640').replace("max_epochs = 3", "max_epochs = 6")
-    (workdir / "slow.toml").write_text(body)
+    (workdir / "slow.toml").write_text(tiny_study("interrupted", max_epochs=6, train_samples=640))
     process = subprocess.Popen(
         [sys.executable, "-m", "hvit_sweeps", "run", "--study", "slow.toml"],
         cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -258,9 +228,7 @@ def test_ctrl_c_closes_the_trial_and_resume_finishes(workdir: Path) -> None:
 
 def test_keep_top_k_keeps_only_the_best_checkpoints(workdir: Path) -> None:
     # With keep_top_k = 1, exactly one trial (the best) still has a checkpoint artifact.
-    body = FORCED_PRUNE.replace('name = "always-pruned"', 'name = "top1"').replace('type = "threshold"', 'type = "none"')
-    body = body.replace("trials = 2", "trials = 3\nkeep_top_k = 1").replace("max_epochs = 3", "max_epochs = 1")
-    (workdir / "top1.toml").write_text(body)
+    (workdir / "top1.toml").write_text(tiny_study("top1", trials=3, max_epochs=1, extra="keep_top_k = 1"))
     ok(hvit("run", "--study", "top1.toml", cwd=workdir))
     study = journal_study(workdir / "mlruns", "top1")
     client = local_client(workdir / "mlruns")
