@@ -325,7 +325,7 @@ def run(
             else:
                 args = _worker_args(sweep, flags, timeout=timeout)
                 log_dir = root / "logs" / sweep.study_name
-                codes = launch_workers(sweep, plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
+                codes = launch_workers(plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
                 if any(codes):
                     console.print(f"[red]workers exited with {codes}[/red]: see {log_dir}/worker-*.log")
     except KeyboardInterrupt:

@@ -62,7 +62,6 @@ ATTR_PARENT = "hvit.mlflow_parent_run_id"
 ATTR_EXPERIMENT = "hvit.mlflow_experiment_id"
 ATTR_FINGERPRINT = "hvit.definition"
 ATTR_RUN_ID = "mlflow_run_id"
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 MAX_FAILURES_IN_ROW = 5  # a sweep whose every trial crashes stops instead of spinning
 
 
@@ -584,7 +583,6 @@ def worker_plan(*, workers: int | None, devices: Sequence[str] | None, trials_pe
 
 
 def launch_workers(
-    sweep: Sweep,
     plans: list[dict[str, str]],
     *,
     worker_args: list[str],

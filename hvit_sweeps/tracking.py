@@ -19,7 +19,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,11 +221,6 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path), "plots")
                 names.append(path.name)
         return names
-
-    def runs_of(self, experiment_id: str, parent_run_id: str) -> Sequence[Any]:
-        return self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'", max_results=5000
-        )
 
 
 def _param_value(value: Any) -> str:
