@@ -59,6 +59,7 @@ MODES: dict[str, dict[str, Any]] = {
     "cuda_graphs": {"runtime.compile": "off", "runtime.cuda_graphs": True},
 }
 LOADERS = ("cpu", "device")
+NOISE_FLOOR_S = 0.5  # warm-ups below this are indistinguishable from epoch-to-epoch noise
 
 
 # -- profiles ---------------------------------------------------------------------------
@@ -86,6 +87,7 @@ class Profile:
     sweep_trials: int
     sweep_samples: int
     trials_per_gpu: int = 4
+    repeats: int = 1
 
 
 def _samples(fp32: dict[str, int], bf16: dict[str, int], fp16: dict[str, int]) -> dict[tuple[str, str], int]:
@@ -100,7 +102,7 @@ PROFILES = {
         batch_size=64,
         epochs=3,
         num_workers=2,
-        train_samples=_samples({"small": 1024, "base": 512}, {"small": 512, "base": 256}, {"small": 256, "base": 192}),
+        train_samples=_samples({"small": 1024, "base": 512}, {"small": 512, "base": 256}, {"small": 384, "base": 256}),
         eval_samples=256,
         concurrency=(1, 2),
         throughput_modes=("eager",),
@@ -145,6 +147,7 @@ class Row:
     date: str = ""
     note: str = ""
     load: float | None = None  # 1-minute load average when the row was recorded: others share the machine
+    detail: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ratio is None and self.value is not None and self.baseline:
@@ -240,7 +243,8 @@ class Measured:
         # The same images every epoch, so the harmonic mean is total images / total seconds.
         ips = statistics.harmonic_mean([h["images_per_second"] for h in steady])
         warmup = history[0]["epoch_seconds"] - statistics.median(h["epoch_seconds"] for h in steady)
-        return cls(ips, max(0.0, warmup) if len(history) > 1 else float("nan"), raw["notes"], raw)
+        # Not clipped at 0: a negative warm-up means the machine was noisier than the effect.
+        return cls(ips, warmup if len(history) > 1 else float("nan"), raw["notes"], raw)
 
 
 def spawn_worker(spec: dict[str, Any], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -304,6 +308,8 @@ def _skip_reason(profile: Profile, case: Case) -> str | None:
     if profile.device == "cpu":
         if case.mode == "cuda_graphs":
             return "n/a on CPU" if case != Case("small", "fp32", "device", "cuda_graphs") else None
+        if case.mode == "compile=reduce-overhead":
+            return "n/a on CPU: reduce-overhead is default plus CUDA graphs"
         if compiled and (case.size, case.precision, case.loader) != ("small", "fp32", "device"):
             return "compile on CPU: small fp32 only (warm-up cost)"
         if case.precision != "fp32" and case.loader == "cpu":
@@ -311,8 +317,8 @@ def _skip_reason(profile: Profile, case: Case) -> str | None:
         return None
     if case.mode == "cuda_graphs" and case.precision == "fp16":
         return "fp16's gradient scaler cannot be captured (product runs eager)"
-    if compiled and case.loader == "cpu":
-        return "compile measured with the device loader only (use --full)"
+    if compiled and (case.loader == "cpu" or case.precision != "bf16"):
+        return "compile measured at bf16 with the device loader only (use --full)"
     return None
 
 
@@ -320,25 +326,40 @@ def bench_train(profile: Profile, report: Report, *, logs: Path, full: bool) -> 
     results: dict[Case, Measured] = {}
     for case, skip in train_cases(profile, full=full):
         if skip is not None:
-            report.add(Row("train", "img/s", case.label, None, "img/s", note=skip))
+            report.add(Row("train", "skipped", case.label, None, "img/s", note=skip))
             continue
         results[case] = measure_case(profile, case, logs=logs)
         add_train_rows(report, case, results)
+    for case, measured in results.items():
+        eager = results.get(replace(case, mode="eager"))
+        if case.mode == "cuda_graphs" and measured and eager and not measured.notes:
+            report.add(graph_agreement_row(case, measured, eager))
+
+
+def graph_agreement_row(case: Case, graphed: Measured, eager: Measured) -> Row:
+    """Replayed graphs must train like eager steps: same seed and batches, so compare the epoch losses."""
+    pairs = [(g["train_loss"], e["train_loss"]) for g, e in zip(graphed.raw["history"], eager.raw["history"])]
+    worst = max(abs(g - e) / abs(e) for g, e in pairs)
+    losses = "; ".join(f"{g:.4f} vs {e:.4f}" for g, e in pairs)
+    return Row("train", "graph vs eager loss, max rel diff", case.label, worst, "", note=f"epoch train_loss graphed vs eager: {losses}")
 
 
 def measure_case(profile: Profile, case: Case, *, logs: Path) -> Measured | None:
     samples = profile.train_samples[(case.size, case.precision)]
     epochs = 1 if (profile.device == "cpu" and case.mode == "cuda_graphs") else profile.epochs
     config = train_config(profile, size=case.size, precision=case.precision, loader=case.loader, mode=case.mode, samples=samples, epochs=epochs)
-    log = logs / f"train-{re.sub(r'[^a-z0-9]+', '-', case.label)}.log"
-    print(f"  train {case.label} ({samples} images, {epochs} epochs) ...", flush=True)
-    # A fresh inductor cache per process: each trial of a sweep compiles a new architecture.
-    env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-", dir=logs)}
-    try:
-        return Measured.from_worker(collect(spawn_worker({"config": config}, log=log, env=env), log))
-    except RuntimeError as err:
-        print(f"    failed: {err}", flush=True)
-        return None
+    repeats = 1 if epochs == 1 else profile.repeats
+    runs = []
+    for repeat in range(repeats):
+        log = logs / f"train-{re.sub(r'[^a-z0-9]+', '-', case.label)}-{repeat}.log"
+        print(f"  train {case.label} ({samples} images, {epochs} epochs) run {repeat + 1}/{repeats} ...", flush=True)
+        # A fresh inductor cache per process: each trial of a sweep compiles a new architecture.
+        env = {"TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="inductor-", dir=logs)}
+        try:
+            runs.append(Measured.from_worker(collect(spawn_worker({"config": config}, log=log, env=env), log)))
+        except RuntimeError as err:
+            print(f"    failed: {err}", flush=True)
+    return max(runs, key=lambda m: m.images_per_second) if runs else None
 
 
 def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | None]) -> None:
@@ -353,44 +374,79 @@ def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | No
     samples = measured.raw["sizes"]["train"]
     setting = f"{case.label} (synthetic, {samples} train imgs)"
     naive = results.get(Case(case.size, "fp32", "cpu", "eager"))
-    eager = results.get(replace(case, mode="eager"))
+    eager = results.get(replace(case, mode="eager")) if case.mode != "eager" else None
+    detail = {k: [round(h[k], 4) for h in measured.raw["history"]] for k in ("epoch_seconds", "images_per_second")}
     report.add(Row("train", "img/s", setting, measured.images_per_second, "img/s",
-                   baseline=naive.images_per_second if naive else None, note=note or "baseline: same size, fp32, loader=cpu, eager"))
-    report.add(Row("train", "warm-up s", setting, measured.warmup_seconds, "s",
-                   baseline=eager.warmup_seconds if eager else None, note="epoch 1 minus a steady epoch; baseline: same setting eager"))
+                   baseline=naive.images_per_second if naive else None,
+                   note=note or "baseline: same size, fp32, loader=cpu, eager", detail=detail))
+    report.add(warmup_row(setting, measured, eager))
+
+
+def warmup_row(setting: str, measured: Measured, eager: Measured | None) -> Row:
+    """Warm-up against eager's; a ratio over a baseline lost in the noise would mean nothing."""
+    note = "epoch 1 minus a steady epoch"
+    if eager is None:
+        return Row("train", "warm-up s", setting, measured.warmup_seconds, "s", note=note)
+    row = Row("train", "warm-up s", setting, measured.warmup_seconds, "s", baseline=eager.warmup_seconds,
+              note=f"{note}; baseline: same setting, eager")
+    if abs(eager.warmup_seconds) < NOISE_FLOOR_S:
+        row.ratio = None
+        row.note += f" (below {NOISE_FLOOR_S}s, so no ratio; extra warm-up {measured.warmup_seconds - eager.warmup_seconds:.1f}s)"
+    return row
 
 
 # -- section: sweep-throughput ----------------------------------------------------------
 
 
 def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
+    """K processes at once; on CPU also with the cores split between them (not a product option)."""
     for mode in profile.throughput_modes:
         single: float | None = None
         for k in profile.concurrency:
-            total, overlap = measure_concurrent(profile, mode, k, logs=logs)
-            single = total if k == 1 else single
-            setting = f"K={k} small {profile.throughput_precision} loader=device {mode} (synthetic)"
-            note = f"steady windows overlap {overlap:.0%}" + ("; baseline: K=1" if k > 1 else "")
-            report.add(Row("sweep-throughput", "summed img/s", setting, total, "img/s", baseline=single, note=note))
+            for split in (False, True) if profile.device == "cpu" and k > 1 else (False,):
+                threads = max(1, (os.cpu_count() or 1) // k) if split else None
+                total, overlap, used = measure_concurrent(profile, mode, k, threads=threads, logs=logs)
+                single = total if k == 1 else single
+                setting = f"K={k} small {profile.throughput_precision} loader=device {mode} (synthetic)"
+                setting += f", OMP_NUM_THREADS={threads} per process" if split else ""
+                note = f"{used} torch threads per process; steady windows overlap {overlap:.0%}"
+                note += "; baseline: K=1" if k > 1 else ""
+                note += "; thread split set by the bench, `run --workers` does not do it" if split else ""
+                report.add(Row("sweep-throughput", "summed img/s", setting, total, "img/s", baseline=single, note=note))
 
 
-def measure_concurrent(profile: Profile, mode: str, k: int, *, logs: Path) -> tuple[float | None, float]:
-    """Sum of K processes' steady img/s, and how much their steady windows overlapped."""
+def measure_concurrent(
+    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path
+) -> tuple[float | None, float, int | None]:
+    """Best of ``profile.repeats``: the sum of K processes' steady img/s, their overlap, their thread count."""
+    best: tuple[float | None, float, int | None] = (None, 0.0, None)
+    for repeat in range(profile.repeats):
+        print(f"  sweep-throughput {mode} K={k} threads={threads or 'default'} run {repeat + 1}/{profile.repeats} ...", flush=True)
+        raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, tag=f"{mode}-k{k}-t{threads}-{repeat}")
+        if raws is None:
+            continue
+        total = sum(Measured.from_worker(raw).images_per_second for raw in raws)
+        if best[0] is None or total > best[0]:
+            best = (total, _overlap(raws), raws[0]["threads"])
+    return best
+
+
+def _concurrent_once(
+    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, tag: str
+) -> list[dict[str, Any]] | None:
     config = train_config(profile, size="small", precision=profile.throughput_precision, loader="device",
                           mode=mode, samples=profile.throughput_samples, epochs=profile.epochs + 1)
-    barrier = Path(tempfile.mkdtemp(prefix=f"barrier-k{k}-", dir=logs))
+    barrier = Path(tempfile.mkdtemp(prefix=f"barrier-{tag}-", dir=logs))
     env = {"CUDA_VISIBLE_DEVICES": "0"} if profile.device == "cuda" else {}
-    print(f"  sweep-throughput {mode} K={k} ...", flush=True)
+    env.update({"OMP_NUM_THREADS": str(threads)} if threads else {})
     spec = {"config": config, "barrier": str(barrier), "parties": k}
-    logs_k = [logs / f"throughput-{mode}-k{k}-{i}.log" for i in range(k)]
+    logs_k = [logs / f"throughput-{tag}-{i}.log" for i in range(k)]
     processes = [spawn_worker(spec, log=log, env=env) for log in logs_k]
     try:
-        raws = [collect(p, log) for p, log in zip(processes, logs_k)]
+        return [collect(p, log) for p, log in zip(processes, logs_k)]
     except RuntimeError as err:
         print(f"    failed: {err}", flush=True)
-        return None, 0.0
-    measured = [Measured.from_worker(raw) for raw in raws]
-    return sum(m.images_per_second for m in measured), _overlap(raws)
+        return None
 
 
 def _overlap(raws: Sequence[dict[str, Any]]) -> float:
@@ -443,7 +499,7 @@ def load_toml(name: str) -> dict[str, Any]:
 def cpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     """smoke.toml made deterministic: a 6-point grid without pruning, so every variant runs the same trials."""
     study = copy.deepcopy(load_toml("smoke"))
-    study.update(name=name, description="bench: smoke grid, same trials in every variant", trials=profile.sweep_trials)
+    study.update(name=name, description="bench: smoke grid, same trials in every variant", trials=6)  # the grid's size
     study["sampler"] = {"type": "grid", "seed": 0}
     study["pruner"] = {"type": "none"}
     study["space"] = {"optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3]}}
@@ -465,16 +521,29 @@ def gpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[
 NAIVE = {"data.loader": "cpu", "runtime.compile": "off", "runtime.cuda_graphs": False}
 
 
-def sweep_variants(profile: Profile) -> list[tuple[str, dict[str, Any], list[str]]]:
-    """(label, fixed settings, extra `run` flags); the first is the naive baseline."""
+@dataclass(frozen=True)
+class Variant:
+    """One way to run the same study: its fixed settings, `run` flags and extra environment."""
+
+    label: str
+    fixed: dict[str, Any]
+    flags: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def sweep_variants(profile: Profile) -> list[Variant]:
+    """The first is the naive baseline."""
     if profile.device == "cpu":
-        return [("1 worker, loader=cpu, eager (naive)", NAIVE, ["--device", "cpu"]),
-                ("2 workers, loader=cpu, eager", NAIVE, ["--device", "cpu", "--workers", "2"])]
+        cpu, two = ["--device", "cpu"], ["--device", "cpu", "--workers", "2"]
+        return [Variant("1 worker, loader=cpu, eager (naive)", NAIVE, cpu),
+                Variant("2 workers, loader=cpu, eager", NAIVE, two),
+                Variant("2 workers, OMP_NUM_THREADS=1 each (set by the bench)", NAIVE, two, {"OMP_NUM_THREADS": "1"})]
     fast = {"data.loader": "device", "runtime.compile": "off", "runtime.cuda_graphs": True}
+    k = profile.trials_per_gpu
     return [
-        ("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
-        (f"--devices 0 --trials-per-gpu {profile.trials_per_gpu}, loader=device, cuda_graphs", fast,
-         ["--devices", "0", "--trials-per-gpu", str(profile.trials_per_gpu)]),
+        Variant("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
+        Variant("1 trial at a time, loader=device, cuda_graphs", fast, []),
+        Variant(f"--devices 0 --trials-per-gpu {k}, loader=device, cuda_graphs", fast, ["--devices", "0", "--trials-per-gpu", str(k)]),
     ]
 
 
@@ -482,30 +551,48 @@ def sweep_variants(profile: Profile) -> list[tuple[str, dict[str, Any], list[str
 
 
 def bench_wall(profile: Profile, report: Report, *, logs: Path) -> None:
-    make = cpu_sweep_study if profile.device == "cpu" else gpu_sweep_study
+    """Each variant ``repeats`` times, interleaved so that a burst of load hits all alike; best of each."""
+    variants = sweep_variants(profile)
+    runs: dict[int, list[tuple[float, dict[str, int], str]]] = {i: [] for i in range(len(variants))}
+    for repeat in range(profile.repeats):
+        for index, variant in enumerate(variants):
+            result = run_sweep_once(profile, variant, name=f"bench-wall-{index}", logs=logs, tag=f"{index}-{repeat}")
+            if result is not None:
+                runs[index].append(result)
     base_wall = base_rate = None
-    for index, (label, extra, flags) in enumerate(sweep_variants(profile)):
-        root = Path(tempfile.mkdtemp(prefix=f"wall-{index}-", dir=logs))
-        path = root / "study.toml"
-        path.write_text(to_toml(make(profile, f"bench-wall-{index}", extra)))
-        print(f"  sweep-wall {label} ...", flush=True)
-        command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *flags]
-        start = time.perf_counter()
-        with (logs / f"wall-{index}.log").open("w") as log:
-            code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT).returncode
-        wall = time.perf_counter() - start
-        stats = study_stats(root / "store", f"bench-wall-{index}")
-        setting = f"{label}; {profile.sweep_trials} trials ({path.name} in {root.name})"
-        if code:
-            report.add(Row("sweep-wall", "wall s", setting, None, "s", note=f"`run` exited {code} (see wall-{index}.log)"))
+    for index, variant in enumerate(variants):
+        if not runs[index]:
+            report.add(Row("sweep-wall", "wall s", variant.label, None, "s", note="`run` failed (see wall-*.log)"))
             continue
+        wall, stats, where = min(runs[index], key=lambda r: r[0])
         rate = stats["epochs"] / wall
-        base_wall, base_rate = (wall, rate) if index == 0 else (base_wall, base_rate)
+        if index == 0:
+            base_wall, base_rate = wall, rate
+        setting = f"{variant.label}; {profile.sweep_trials} trials"
+        walls = ", ".join(f"{r[0]:.1f}" for r in runs[index])
         states = f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['epochs']} epochs"
+        speedup = f"; {base_wall / wall:.2f}x faster" if index and base_wall else ""
         report.add(Row("sweep-wall", "wall s", setting, wall, "s", baseline=base_wall,
-                       note=f"{states}; ratio < 1 is faster" + (f" ({base_wall / wall:.2f}x)" if index else "")))
+                       note=f"best of [{walls}] s; {states}{speedup}; study in {where}"))
         report.add(Row("sweep-wall", "trained epochs/s", setting, rate, "epochs/s", baseline=base_rate,
-                       note="epochs trained / wall; fair when pruning makes variants differ"))
+                       note="epochs trained / wall: comparable even when pruning differs"))
+
+
+def run_sweep_once(profile: Profile, variant: Variant, *, name: str, logs: Path, tag: str) -> tuple[float, dict[str, int], str] | None:
+    make = cpu_sweep_study if profile.device == "cpu" else gpu_sweep_study
+    root = Path(tempfile.mkdtemp(prefix=f"wall-{tag}-", dir=logs))
+    path = root / "study.toml"
+    path.write_text(to_toml(make(profile, name, variant.fixed)))
+    print(f"  sweep-wall {variant.label} ({tag}) ...", flush=True)
+    command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *variant.flags]
+    start = time.perf_counter()
+    with (logs / f"wall-{tag}.log").open("w") as log:
+        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **variant.env}).returncode
+    wall = time.perf_counter() - start
+    if code:
+        print(f"    `run` exited {code}: see {logs / f'wall-{tag}.log'}", flush=True)
+        return None
+    return wall, study_stats(root / "store", name), root.name
 
 
 def study_stats(store: Path, name: str) -> dict[str, int]:
@@ -563,36 +650,53 @@ class CallTimer:
 
 
 def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
-    """One in-process sweep with MLflow calls timed, then the same configs through train() alone."""
+    """In-process sweeps with MLflow calls timed, between two passes of the same configs through train() alone."""
     from mlflow import MlflowClient
 
     from hvit_sweeps.tracking import Tracker
 
     root = Path(tempfile.mkdtemp(prefix="tracking-", dir=logs))
-    extra = {**NAIVE, "data.loader": "device"} if profile.device == "cuda" else NAIVE
-    study = (cpu_sweep_study if profile.device == "cpu" else _gpu_tracking_study)(profile, "bench-tracking", extra)
+    make = cpu_sweep_study if profile.device == "cpu" else _gpu_tracking_study
     path = root / "study.toml"
-    path.write_text(to_toml(study))
+    path.write_text(to_toml(make(profile, "bench-tracking", NAIVE)))
     print("  tracking-overhead: direct train() pass 1 ...", flush=True)
     first = direct_durations(path, profile)
-    timer = CallTimer()
-    undo = [timer.wrap(Tracker), timer.wrap(MlflowClient)]
-    print("  tracking-overhead: tracked sweep ...", flush=True)
-    try:
-        trials = run_inprocess(path, root / "store", profile)
-    finally:
-        for restore in undo:
-            restore()
+    variants = {"as shipped": None, "bench patch: per-epoch metrics logged synchronously": _synchronous_metrics}
+    tracked = {}
+    for index, (label, patch) in enumerate(variants.items()):
+        timer = CallTimer()
+        undo = ([patch(Tracker)] if patch else []) + [timer.wrap(Tracker), timer.wrap(MlflowClient)]
+        print(f"  tracking-overhead: tracked sweep, {label} ...", flush=True)
+        try:
+            tracked[label] = (run_inprocess(path, root / f"store-{index}", profile), timer)
+        finally:
+            for restore in reversed(undo):
+                restore()
     print("  tracking-overhead: direct train() pass 2 ...", flush=True)
     second = direct_durations(path, profile)
-    add_tracking_rows(report, trials, timer, first, second)
+    for label, (trials, timer) in tracked.items():
+        add_tracking_rows(report, label, trials, timer, first, second)
+
+
+def _synchronous_metrics(tracker: type) -> Callable[[], None]:
+    """Replace Tracker.log_metrics by a synchronous log_batch; returns the undo."""
+    from mlflow.entities import Metric
+
+    original = tracker.log_metrics
+
+    def log_metrics(self: Any, run_id: str, metrics: dict[str, float], *, step: int) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    tracker.log_metrics = log_metrics
+    return lambda: setattr(tracker, "log_metrics", original)
 
 
 def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     study = cpu_sweep_study(profile, name, extra)
     study["max_epochs"] = 10
     study["fixed"].update({"data.max_train_samples": profile.sweep_samples, "data.batch_size": profile.batch_size,
-                           "runtime.amp": True, "runtime.cuda_graphs": True})
+                           "data.loader": "device", "runtime.amp": True, "runtime.cuda_graphs": True})
     return study
 
 
@@ -613,8 +717,8 @@ def run_inprocess(path: Path, store: Path, profile: Profile) -> list[Any]:
     return optuna.load_study(study_name="bench-tracking", storage=storage).get_trials(deepcopy=False)
 
 
-def direct_durations(path: Path, profile: Profile) -> list[float]:
-    """train() alone for every point of the study's grid: same configs, same data, no MLflow, no Optuna."""
+def direct_durations(path: Path, profile: Profile) -> dict[tuple, float]:
+    """train() alone for every point of the study's grid (same configs, same data, no MLflow, no Optuna), by params."""
     import itertools
 
     import optuna
@@ -628,30 +732,41 @@ def direct_durations(path: Path, profile: Profile) -> list[float]:
     base = spec.trial_config({}, cli)
     splits = load_dataset(base.data, seed=base.seed)
     grid = spec.grid_space() or {}
-    durations = []
+    durations = {}
     for values in itertools.product(*grid.values()):
-        overrides = spec.suggest(optuna.trial.FixedTrial(dict(zip(grid, values))))
+        params = dict(zip(grid, values))
+        overrides = spec.suggest(optuna.trial.FixedTrial(params))
         with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
             config = spec.trial_config(overrides, {**cli, "checkpoint_path": str(Path(tmp) / "best.pth")})
             start = time.perf_counter()
             train(config, splits=splits)
-            durations.append(time.perf_counter() - start)
+            durations[_key(params)] = time.perf_counter() - start
     return durations
 
 
-def add_tracking_rows(report: Report, trials: Sequence[Any], timer: CallTimer, first: list[float], second: list[float]) -> None:
-    done = [t for t in trials if t.duration is not None]
-    tracked = sum(t.duration.total_seconds() for t in done)
-    direct = statistics.mean([sum(first), sum(second)])
-    noise = abs(sum(first) - sum(second)) / direct
+def _key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def add_tracking_rows(
+    report: Report, label: str, trials: Sequence[Any], timer: CallTimer, first: dict[tuple, float], second: dict[tuple, float]
+) -> None:
+    done = [t for t in trials if t.duration is not None and _key(t.params) in first]
+    tracked = {t.number: t.duration.total_seconds() for t in done}
+    direct = {t.number: (first[_key(t.params)] + second[_key(t.params)]) / 2 for t in done}
+    noise = abs(sum(first.values()) - sum(second.values())) / statistics.mean([sum(first.values()), sum(second.values())])
+    extra = statistics.median(tracked[n] - direct[n] for n in tracked)
     by_method = timer.within([(t.datetime_start, t.datetime_complete) for t in done])
     mlflow_s = sum(by_method.values())
     top = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in list(by_method.items())[:4])
-    setting = f"{len(done)} trials, in-process `run` vs the same configs through train()"
-    report.add(Row("tracking-overhead", "trial time s (tracked)", setting, tracked, "s", baseline=direct,
-                   note=f"baseline: mean of 2 direct passes ({sum(first):.1f}s, {sum(second):.1f}s; they differ by {noise:.1%}); "
-                        "includes Optuna storage and checkpoint upload"))
-    report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=tracked,
+    setting = f"{len(done)} trials, in-process `run` ({label}) vs the same configs through train()"
+    report.add(Row("tracking-overhead", "trial time s (tracked)", setting, sum(tracked.values()), "s",
+                   baseline=sum(direct.values()),
+                   note=f"baseline: mean of 2 direct passes (sums differ by {noise:.1%}); per trial: "
+                        f"{', '.join(f'{tracked[n]:.2f}' for n in sorted(tracked))} s tracked; includes Optuna storage and checkpoint upload"))
+    report.add(Row("tracking-overhead", "per-trial extra s (median)", setting, extra, "s",
+                   baseline=statistics.median(direct.values()), note="median over trials of tracked minus direct; baseline: median direct trial"))
+    report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=sum(tracked.values()),
                    note=f"outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of "
                         f"trial time; {mlflow_s / max(1, len(done)):.2f}s per trial; largest: {top}"))
 
@@ -666,16 +781,45 @@ def print_table(report: Report) -> None:
     table = Table(title=f"hvit-sweep benchmarks, profile {report.meta['profile']}, {report.meta['device']}, {report.meta['date']}")
     for column in ("section", "name", "setting", "value", "baseline", "ratio", "note"):
         table.add_column(column, justify="right" if column in ("value", "baseline", "ratio") else "left")
+    skipped = [row for row in report.rows if row.name == "skipped"]
     for row in report.rows:
+        if row.name == "skipped":
+            continue
         table.add_row(row.section, row.name, row.setting, _fmt(row.value), _fmt(row.baseline),
                       "" if row.ratio is None else f"{row.ratio:.3f}", row.note)
-    Console(width=220).print(table)
+    console = Console(width=220)
+    console.print(table)
+    reasons: dict[str, list[str]] = {}
+    for row in skipped:
+        reasons.setdefault(row.note, []).append(row.setting)
+    for reason, settings in reasons.items():
+        console.print(f"skipped ({reason}): {len(settings)} combinations, e.g. {settings[0]}")
 
 
 def _fmt(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def markdown(path: Path) -> str:
+    """A saved JSON as one Markdown table per section, skipped combinations summarised (for RESULTS.md)."""
+    data = json.loads(path.read_text())
+    out = []
+    for section in SECTIONS:
+        rows = [r for r in data["rows"] if r["section"] == section and r["name"] != "skipped"]
+        if not rows:
+            continue
+        out += [f"#### {section}", "", "| name | setting | value | baseline | ratio | load | note |", "|---|---|---:|---:|---:|---:|---|"]
+        for r in rows:
+            ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
+            out.append(f"| {r['name']} | {r['setting']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | {ratio} | {r['load']} | {r['note']} |")
+        skipped: dict[str, int] = {}
+        for r in data["rows"]:
+            if r["section"] == section and r["name"] == "skipped":
+                skipped[r["note"]] = skipped.get(r["note"], 0) + 1
+        out += [""] + [f"Skipped: {n} combinations, {reason}." for reason, n in skipped.items()] + [""]
+    return "\n".join(out)
 
 
 def meta(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
@@ -703,7 +847,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--out", type=Path, help="JSON path [default: benchmarks/out/bench-<host>-<date>.json]")
     parser.add_argument("--full", action="store_true", help="train: run every combination, skipping nothing")
-    parser.add_argument("--sweep-trials", type=int, help="sweep-wall: trials per variant [default: the profile's]")
+    parser.add_argument("--sweep-trials", type=int, help="gpu sweep-wall: trials per variant [default: 16]; the cpu grid has 6")
+    parser.add_argument("--repeats", type=int, help="runs per measurement; the best is kept [default: 1]")
+    parser.add_argument("--markdown", type=Path, help="print a saved JSON as Markdown tables and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -713,6 +859,9 @@ def main(argv: Sequence[str]) -> None:
     if args.worker:
         run_worker(json.loads(args.worker))
         return
+    if args.markdown:
+        print(markdown(args.markdown))
+        return
     profile = PROFILES[args.profile]
     if profile.device == "cuda":
         import torch
@@ -721,6 +870,8 @@ def main(argv: Sequence[str]) -> None:
             sys.exit("--profile gpu: no CUDA GPU is visible here; use --profile cpu")
     if args.sweep_trials:
         profile = replace(profile, sweep_trials=args.sweep_trials)
+    if args.repeats:
+        profile = replace(profile, repeats=args.repeats)
     report = Report(meta=meta(profile, args))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     logs = OUT_DIR / f"logs-{stamp}"

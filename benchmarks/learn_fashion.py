@@ -40,7 +40,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import cpu_model, to_toml  # noqa: E402 - one helper module for both scripts
 
-# fp32 on CPU: bf16 autocast measured about 5x slower than fp32 on this kind of CPU (see RESULTS.md).
+# fp32 on CPU, as the smoke study: autocast gave no speed-up on the CPU measured (bench.py: bf16
+# 0.85-1.08x of fp32, fp16 0.06x), and fp32 keeps the CPU figures comparable with the bench.
 CPU_RUNTIME = {"runtime.device": "cpu", "runtime.amp": False}
 
 
@@ -67,7 +68,7 @@ def runtime_layer() -> dict[str, Any]:
 
 def save(name: str, record: dict[str, Any]) -> Path:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUT_DIR / f"{name}-{platform.node()}-{dt.date.today().isoformat()}.json"
+    path = OUT_DIR / f"{name}-{platform.node()}-{dt.datetime.now():%Y-%m-%d-%H%M%S}.json"
     path.write_text(json.dumps(record, indent=2, default=str))
     print(f"wrote {path}", flush=True)
     return path

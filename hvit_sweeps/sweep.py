@@ -633,8 +633,6 @@ def finalize(sweep: Sweep, connected: Connected) -> list[str]:
     names = tracker.log_plots(connected.parent_run_id, study_figures(study, sweep.spec))
     if counts["running"] == 0 and counts["waiting"] == 0:
         tracker.end_run(connected.parent_run_id, "FINISHED")
-    else:
-        tracker.flush(connected.parent_run_id)
     return names
 
 
