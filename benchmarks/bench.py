@@ -33,11 +33,12 @@ import sys
 import tempfile
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "benchmarks" / "out"
@@ -330,18 +331,6 @@ def bench_train(profile: Profile, report: Report, *, logs: Path, full: bool) -> 
             continue
         results[case] = measure_case(profile, case, logs=logs)
         add_train_rows(report, case, results)
-    for case, measured in results.items():
-        eager = results.get(replace(case, mode="eager"))
-        if case.mode == "cuda_graphs" and measured and eager and not measured.notes:
-            report.add(graph_agreement_row(case, measured, eager))
-
-
-def graph_agreement_row(case: Case, graphed: Measured, eager: Measured) -> Row:
-    """Replayed graphs must train like eager steps: same seed and batches, so compare the epoch losses."""
-    pairs = [(g["train_loss"], e["train_loss"]) for g, e in zip(graphed.raw["history"], eager.raw["history"])]
-    worst = max(abs(g - e) / abs(e) for g, e in pairs)
-    losses = "; ".join(f"{g:.4f} vs {e:.4f}" for g, e in pairs)
-    return Row("train", "graph vs eager loss, max rel diff", case.label, worst, "", note=f"epoch train_loss graphed vs eager: {losses}")
 
 
 def measure_case(profile: Profile, case: Case, *, logs: Path) -> Measured | None:
@@ -411,7 +400,7 @@ def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
                 setting += f", OMP_NUM_THREADS={threads} per process" if split else ""
                 note = f"{used} torch threads per process; steady windows overlap {overlap:.0%}"
                 note += "; baseline: K=1" if k > 1 else ""
-                note += "; thread split set by the bench, `run --workers` does not do it" if split else ""
+                note += "; the split `run --workers` applies (worker_plan sets OMP_NUM_THREADS)" if split else ""
                 report.add(Row("sweep-throughput", "summed img/s", setting, total, "img/s", baseline=single, note=note))
 
 
@@ -535,9 +524,12 @@ def sweep_variants(profile: Profile) -> list[Variant]:
     """The first is the naive baseline."""
     if profile.device == "cpu":
         cpu, two = ["--device", "cpu"], ["--device", "cpu", "--workers", "2"]
+        # `run` gives each worker cores / workers threads unless OMP_NUM_THREADS is set, so
+        # setting it to the core count shows the unsplit case for comparison.
+        unsplit = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
         return [Variant("1 worker, loader=cpu, eager (naive)", NAIVE, cpu),
-                Variant("2 workers, loader=cpu, eager", NAIVE, two),
-                Variant("2 workers, OMP_NUM_THREADS=1 each (set by the bench)", NAIVE, two, {"OMP_NUM_THREADS": "1"})]
+                Variant("2 workers, loader=cpu, eager (`run` splits the cores)", NAIVE, two),
+                Variant(f"2 workers, OMP_NUM_THREADS={unsplit['OMP_NUM_THREADS']} each (no split)", NAIVE, two, unsplit)]
     fast = {"data.loader": "device", "runtime.compile": "off", "runtime.cuda_graphs": True}
     k = profile.trials_per_gpu
     return [
@@ -587,7 +579,7 @@ def run_sweep_once(profile: Profile, variant: Variant, *, name: str, logs: Path,
     command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *variant.flags]
     start = time.perf_counter()
     with (logs / f"wall-{tag}.log").open("w") as log:
-        code = subprocess.run(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **variant.env}).returncode
+        code = subprocess.run(command, check=False, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **variant.env}).returncode
     wall = time.perf_counter() - start
     if code:
         print(f"    `run` exited {code}: see {logs / f'wall-{tag}.log'}", flush=True)
@@ -650,7 +642,7 @@ class CallTimer:
 
 
 def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
-    """In-process sweeps with MLflow calls timed, between two passes of the same configs through train() alone."""
+    """An in-process sweep with MLflow calls timed, between two passes of the same configs through train() alone."""
     from mlflow import MlflowClient
 
     from hvit_sweeps.tracking import Tracker
@@ -661,35 +653,17 @@ def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
     path.write_text(to_toml(make(profile, "bench-tracking", NAIVE)))
     print("  tracking-overhead: direct train() pass 1 ...", flush=True)
     first = direct_durations(path, profile)
-    variants = {"as shipped": None, "bench patch: per-epoch metrics logged synchronously": _synchronous_metrics}
-    tracked = {}
-    for index, (label, patch) in enumerate(variants.items()):
-        timer = CallTimer()
-        undo = ([patch(Tracker)] if patch else []) + [timer.wrap(Tracker), timer.wrap(MlflowClient)]
-        print(f"  tracking-overhead: tracked sweep, {label} ...", flush=True)
-        try:
-            tracked[label] = (run_inprocess(path, root / f"store-{index}", profile), timer)
-        finally:
-            for restore in reversed(undo):
-                restore()
+    timer = CallTimer()
+    undo = [timer.wrap(Tracker), timer.wrap(MlflowClient)]
+    print("  tracking-overhead: tracked sweep ...", flush=True)
+    try:
+        trials = run_inprocess(path, root / "store", profile)
+    finally:
+        for restore in undo:
+            restore()
     print("  tracking-overhead: direct train() pass 2 ...", flush=True)
     second = direct_durations(path, profile)
-    for label, (trials, timer) in tracked.items():
-        add_tracking_rows(report, label, trials, timer, first, second)
-
-
-def _synchronous_metrics(tracker: type) -> Callable[[], None]:
-    """Replace Tracker.log_metrics by a synchronous log_batch; returns the undo."""
-    from mlflow.entities import Metric
-
-    original = tracker.log_metrics
-
-    def log_metrics(self: Any, run_id: str, metrics: dict[str, float], *, step: int) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    tracker.log_metrics = log_metrics
-    return lambda: setattr(tracker, "log_metrics", original)
+    add_tracking_rows(report, trials, timer, first, second)
 
 
 def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -749,7 +723,7 @@ def _key(params: dict[str, Any]) -> tuple:
 
 
 def add_tracking_rows(
-    report: Report, label: str, trials: Sequence[Any], timer: CallTimer, first: dict[tuple, float], second: dict[tuple, float]
+    report: Report, trials: Sequence[Any], timer: CallTimer, first: dict[tuple, float], second: dict[tuple, float]
 ) -> None:
     done = [t for t in trials if t.duration is not None and _key(t.params) in first]
     tracked = {t.number: t.duration.total_seconds() for t in done}
@@ -759,7 +733,7 @@ def add_tracking_rows(
     by_method = timer.within([(t.datetime_start, t.datetime_complete) for t in done])
     mlflow_s = sum(by_method.values())
     top = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in list(by_method.items())[:4])
-    setting = f"{len(done)} trials, in-process `run` ({label}) vs the same configs through train()"
+    setting = f"{len(done)} trials, in-process `run` vs the same configs through train()"
     report.add(Row("tracking-overhead", "trial time s (tracked)", setting, sum(tracked.values()), "s",
                    baseline=sum(direct.values()),
                    note=f"baseline: mean of 2 direct passes (sums differ by {noise:.1%}); per trial: "
