@@ -22,7 +22,7 @@ from hvit_sweeps.config import TrainConfig, validate_config
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.model import HierarchicalViT, build_model
 
-__all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint", "strip_training_state"]
+__all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
 
 FORMAT = "hvit-sweep/checkpoint"
 FORMAT_VERSION = 1
@@ -84,13 +84,6 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def strip_training_state(path: Path) -> None:
-    """Drop optimizer and schedule state in place: a sweep keeps weights only (a third of the bytes)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    payload["training_state"] = {}
-    _write_atomically(Path(path), payload)
 
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

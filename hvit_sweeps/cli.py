@@ -333,7 +333,7 @@ def run(
         raise typer.Exit(130) from None
     finalize(sweep, connected)
     console.print(sweep_summary(connected.study, metric_names=names))
-    console.print(_tracking_hint(sweep, connected.experiment_id))
+    console.print(_tracking_hint(sweep, connected), soft_wrap=True)  # links must not be folded
 
 
 @app.command()
@@ -398,26 +398,51 @@ def _toml_value(value: Any) -> str:
 
 def _sweep_banner(sweep: Any, connected: Any, workers: int) -> str:
     from hvit_sweeps.data import describe_dataset
+    from hvit_sweeps.train import resolve_device, runtime_notes
 
-    info = describe_dataset(sweep.base_config.data)
+    config = sweep.base_config
+    info = describe_dataset(config.data)
     style = "bold yellow" if info.synthetic else "bold"
-    return (
-        f"study [bold]{sweep.study_name}[/bold] ({sweep.spec_path.name}): target {connected.target} trials, "
-        f"{workers} worker(s), sampler {sweep.spec.sampler.type}, pruner {sweep.spec.pruner.type}\n"
-        f"[{style}]dataset: {info.label}[/{style}]"
+    notes = runtime_notes(config.runtime, resolve_device(config.runtime.device))
+    return "\n".join(
+        [
+            (
+                f"study [bold]{sweep.study_name}[/bold] ({sweep.spec_path.name}): target {connected.target} trials, "
+                f"{workers} worker(s), sampler {sweep.spec.sampler.type}, pruner {sweep.spec.pruner.type}"
+            ),
+            f"[{style}]dataset: {info.label}[/{style}]",
+            *(f"[yellow]note:[/yellow] {note}" for note in notes),
+        ]
     )
 
 
-def _tracking_hint(sweep: Any, experiment_id: str) -> str:
+def _tracking_hint(sweep: Any, connected: Any) -> str:
+    """Where to look: the trials, best first, and the study's run with its plots."""
+    from hvit_sweeps.tracking import run_url
+
+    first = sweep.spec.objectives[0]
+    local = sweep.tracker.local
+    base = "http://127.0.0.1:5000" if local else sweep.tracker.uri
+    root = "" if sweep.root == Path("mlruns") else f" --root {sweep.root}"
+    return "\n".join(
+        [
+            *([f"MLflow: run `hvit-sweep ui{root}`, then open"] if local else []),
+            f"trials, best first: {_trials_url(base, connected.experiment_id, f'{first.metric}:{first.direction}')}",
+            "study run (plots, best so far): "
+            + run_url(base, connected.experiment_id, connected.parent_run_id, artifact="plots/optimization_history.png"),
+        ]
+    )
+
+
+def _trials_url(base: str, experiment_id: str, objective: str) -> str:
+    """``objective`` as the parent run records it: "val_acc1:maximize"."""
+    from hvit_sweeps.study import tracked_metric
     from hvit_sweeps.tracking import runs_table_url
 
-    if sweep.tracker.local:
-        root = "" if sweep.root == Path("mlruns") else f" --root {sweep.root}"
-        return (
-            f"MLflow: run `hvit-sweep ui{root}`, then open "
-            f"{runs_table_url('http://127.0.0.1:5000', experiment_id)}"
-        )
-    return f"MLflow: {runs_table_url(sweep.tracker.uri, experiment_id)}"
+    metric, _, direction = objective.partition(":")
+    if not metric:
+        return runs_table_url(base, experiment_id)
+    return runs_table_url(base, experiment_id, order_by=tracked_metric(metric), ascending=direction == "minimize")
 
 
 def _load_existing(study: str, study_name: Optional[str], storage: Optional[str], root: Path) -> Any:
@@ -516,14 +541,18 @@ def ui(
 ) -> None:
     """Open the MLflow UI on the embedded store under --root."""
     from hvit_sweeps.console import console
-    from hvit_sweeps.tracking import Tracker, runs_table_url
+    from hvit_sweeps.tracking import Tracker
 
     if not (root / "mlflow.db").is_file():
         raise HvitError(f"no tracking store at {root}/mlflow.db: run a study first, or pass --root")
     tracker = Tracker(None, root=root)
     base = f"http://127.0.0.1:{port}"
     for experiment in tracker.client.search_experiments():
-        if experiment.name != "Default":
-            console.print(f"{experiment.name}: {runs_table_url(base, experiment.experiment_id)}")
-    command = ["mlflow", "server", "--backend-store-uri", tracker.uri, "--host", "127.0.0.1", "--port", str(port)]
-    os.execvp(command[0], command)
+        for study in tracker.study_runs(experiment.experiment_id):
+            objective = study.data.params.get("study.objectives", "").split(",")[0]
+            link = _trials_url(base, experiment.experiment_id, objective)
+            console.print(f"{study.data.tags['hvit.study']}: {link}", soft_wrap=True)  # a link must not be folded
+    # This interpreter's mlflow, whether or not its venv is on PATH.
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
+               "--host", "127.0.0.1", "--port", str(port)]
+    os.execv(command[0], command)

@@ -56,6 +56,7 @@ __all__ = [
     "DatasetSplits",
     "Loaders",
     "Split",
+    "derive_seed",
     "describe_dataset",
     "load_dataset",
     "make_loaders",
@@ -216,6 +217,9 @@ class BatchLoader(Protocol):
     def __len__(self) -> int: ...
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass draw epoch ``epoch``'s order and augmentation (epochs count from 1)."""
 
 
 @dataclass
@@ -805,13 +809,35 @@ def _resolve_loader_kind(loader: str, device: torch.device) -> str:
     return loader
 
 
-def _derive_seed(seed: int, purpose: str) -> int:
+def derive_seed(seed: int, purpose: str) -> int:
     """Independent seeds per purpose, so streams seeded from one seed don't repeat each other."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:7], "big")
 
 
 def _next_seed(generator: torch.Generator) -> int:
     return int(torch.randint(2**62, (), generator=generator))
+
+
+def _epoch_generator(seed: int, epoch: int, device: torch.device | None = None) -> torch.Generator:
+    """A generator for one epoch's draws, seeded from (seed, epoch) alone.
+
+    Each epoch starting afresh is what lets a resumed run draw the same batches
+    as an uninterrupted one: no stream has to be replayed through earlier epochs.
+    """
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, f"epoch {epoch}"))
+
+
+class _EpochCounter:
+    """The epoch a train loader draws next: 1, 2, ... unless set_epoch says otherwise."""
+
+    next_epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.next_epoch = epoch
+
+    def _start_epoch(self) -> int:
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        return epoch
 
 
 def _seeded_call(seed: int, transform: Callable[..., Any], *args: Any) -> Any:
@@ -858,7 +884,11 @@ class _BatchFinisher:
         self.mean = torch.tensor(info.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(info.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.mix = mix
-        self.generator = torch.Generator().manual_seed(_derive_seed(seed, "mix"))
+        self.seed = derive_seed(seed, "mix")
+        self.reseed(1)
+
+    def reseed(self, epoch: int) -> None:
+        self.generator = _epoch_generator(self.seed, epoch)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = _normalize(images, self.mean, self.std)
@@ -906,22 +936,23 @@ class _TensorDataset(Dataset):
 
 
 class _SeededShuffleSampler(Sampler):
-    """Each epoch: a new permutation and one augmentation seed per sample, from one generator."""
+    """One epoch's permutation and one augmentation seed per sample, from that epoch's generator."""
 
     def __init__(self, num_samples: int, *, seed: int) -> None:
-        self.num_samples = num_samples
-        self.generator = torch.Generator().manual_seed(seed)
+        self.num_samples, self.seed = num_samples, seed
+        self.epoch = 1  # set by _HostLoader before each pass
 
     def __len__(self) -> int:
         return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.num_samples, generator=self.generator)
-        seeds = torch.randint(2**62, (self.num_samples,), generator=self.generator)
+        generator = _epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(self.num_samples, generator=generator)
+        seeds = torch.randint(2**62, (self.num_samples,), generator=generator)
         return iter(zip(order.tolist(), seeds.tolist()))
 
 
-class _HostLoader:
+class _HostLoader(_EpochCounter):
     """DataLoader batches, moved to the device and finished there."""
 
     def __init__(self, batches: DataLoader, *, device: torch.device, finish: _BatchFinisher, num_samples: int) -> None:
@@ -931,6 +962,10 @@ class _HostLoader:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self._start_epoch()
+        if isinstance(self.batches.sampler, _SeededShuffleSampler):
+            self.batches.sampler.epoch = epoch  # read when the DataLoader starts the pass, just below
+        self.finish.reseed(epoch)
         for images, labels in self.batches:
             # non_blocking pays off with pinned memory: the copy overlaps compute.
             yield self.finish(images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True))
@@ -958,12 +993,12 @@ def _make_host_loaders(
     train_batches = DataLoader(
         train_data,
         batch_size=_train_batch_size(config, len(splits.train)),
-        sampler=_SeededShuffleSampler(len(splits.train), seed=_derive_seed(seed, "shuffle")),
+        sampler=_SeededShuffleSampler(len(splits.train), seed=derive_seed(seed, "shuffle")),
         drop_last=True,
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,
         pin_memory=pin,
-        generator=torch.Generator().manual_seed(_derive_seed(seed, "workers")),  # worker base seeds
+        generator=torch.Generator().manual_seed(derive_seed(seed, "workers")),  # worker base seeds
     )
     train = _HostLoader(train_batches, device=device, finish=train_finish, num_samples=len(splits.train))
 
@@ -1016,8 +1051,13 @@ class _DeviceAugment:
     def __init__(self, info: DatasetInfo, augment: str, *, device: torch.device, seed: int) -> None:
         self.hflip = info.hflip
         self.policy = _policy(augment)
-        self.generator = torch.Generator(device=device).manual_seed(_derive_seed(seed, "device-augment"))
-        self.host_generator = torch.Generator().manual_seed(_derive_seed(seed, "policy"))
+        self.device = device
+        self.seeds = (derive_seed(seed, "device-augment"), derive_seed(seed, "policy"))
+        self.reseed(1)
+
+    def reseed(self, epoch: int) -> None:
+        self.generator = _epoch_generator(self.seeds[0], epoch, self.device)
+        self.host_generator = _epoch_generator(self.seeds[1], epoch)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         images = _random_crop_flip(images, pad=CROP_PADDING, hflip=self.hflip, generator=self.generator)
@@ -1027,7 +1067,7 @@ class _DeviceAugment:
         return torch.cat([_seeded_call(_next_seed(self.host_generator), self.policy, part) for part in chunks])
 
 
-class _DeviceLoader:
+class _DeviceLoader(_EpochCounter):
     """Batches cut from a split held on the device (moved there once)."""
 
     def __init__(
@@ -1043,22 +1083,24 @@ class _DeviceLoader:
         self.images, self.labels = split.images.to(device), split.labels.to(device)
         self.num_samples, self.batch_size = len(split), batch_size
         self.finish, self.augment = finish, augment
-        # Train loaders (with a shuffle seed) drop the last partial batch.
-        self.generator = None
-        if shuffle_seed is not None:
-            self.generator = torch.Generator(device=device).manual_seed(shuffle_seed)
+        self.shuffle_seed = shuffle_seed  # train loaders shuffle, and drop the last partial batch
 
     def __len__(self) -> int:
-        if self.generator is not None:
+        if self.shuffle_seed is not None:
             return self.num_samples // self.batch_size
         return math.ceil(self.num_samples / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         device = self.images.device
-        if self.generator is None:
+        epoch = self._start_epoch()
+        self.finish.reseed(epoch)
+        if self.augment is not None:
+            self.augment.reseed(epoch)
+        if self.shuffle_seed is None:
             order = torch.arange(self.num_samples, device=device)
         else:
-            order = torch.randperm(self.num_samples, device=device, generator=self.generator)
+            generator = _epoch_generator(self.shuffle_seed, epoch, device)
+            order = torch.randperm(self.num_samples, device=device, generator=generator)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start : start + self.batch_size]
             images = self.images[index]
@@ -1079,7 +1121,7 @@ def _make_device_loaders(
         device=device,
         batch_size=_train_batch_size(config, len(splits.train)),
         finish=train_finish,
-        shuffle_seed=_derive_seed(seed, "shuffle"),
+        shuffle_seed=derive_seed(seed, "shuffle"),
         augment=augment,
     )
     val, test = (

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window, even on a desktop
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as vis  # noqa: E402
@@ -37,7 +38,9 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
             return trial.values[0]
 
     plots: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=first.metric),
+        "optimization_history": lambda: _integer_x(
+            vis.plot_optimization_history(study, target=target, target_name=first.metric)
+        ),
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first.metric),
     }
     if len(complete) >= 2:
@@ -59,6 +62,12 @@ def _relabel(axes: Any, *, xlabel: str, ylabel: str) -> Any:
     """Optuna says "Step" and "Intermediate Value"; a trial's step is an epoch here."""
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
+    return _integer_x(axes)
+
+
+def _integer_x(axes: Any) -> Any:
+    """Trial numbers and epochs are whole: no 0.5 ticks on a short study."""
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     return axes
 
 

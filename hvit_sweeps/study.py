@@ -32,6 +32,7 @@ __all__ = [
     "find_study_files",
     "load_study",
     "studies_dir",
+    "tracked_metric",
 ]
 
 # Metrics a study may optimise: per-epoch validation metrics (reported each epoch
@@ -39,6 +40,11 @@ __all__ = [
 EPOCH_METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss")
 MODEL_METRICS = ("params_m", "flops_m")
 _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
+
+
+def tracked_metric(metric: str) -> str:
+    """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
+    return metric if metric in MODEL_METRICS else f"best_{metric}"
 
 
 class _Strict(BaseModel):

@@ -35,7 +35,6 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hvit_sweeps.checkpoint import strip_training_state
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
@@ -378,7 +377,7 @@ class Objective:
             if self.display is not None:
                 callbacks.append(self.display.trial_callback(study, trial.number))
             try:
-                result = train(config, callbacks=callbacks, splits=self.splits)
+                result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
             except KeyboardInterrupt:
                 self.sweep.tracker.end_run(run_id, "KILLED", tags={"hvit.failure_reason": "interrupted (Ctrl-C)"})
                 raise
@@ -436,18 +435,16 @@ class Objective:
         tracker = self.sweep.tracker
         final = {**result.model_stats, **{f"best_{k}": v for k, v in result.best_metrics.items()}, **result.test_metrics}
         tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tags = {"hvit.notes": "; ".join(result.notes)} if result.notes else {}
         if result.status != "completed":
-            pruned = {"optuna.trial_state": "PRUNED", "hvit.stop_reason": result.reason}
-            pruned["optuna.pruned_at_epoch"] = str(result.epochs_run)
-            tracker.end_run(run_id, "KILLED", tags=pruned)
+            tags.update({"optuna.trial_state": "PRUNED", "hvit.stop_reason": result.reason})
+            tags["optuna.pruned_at_epoch"] = str(result.epochs_run)
+            tracker.end_run(run_id, "KILLED", tags=tags)
             raise optuna.TrialPruned(result.reason)
         values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
-        tracker.end_run(
-            run_id,
-            "FINISHED",
-            tags={"optuna.trial_state": "COMPLETE", "hvit.checkpoint": "kept" if kept else "not kept (keep_top_k)"},
-        )
+        tags.update({"optuna.trial_state": "COMPLETE", "hvit.checkpoint": "kept" if kept else "not kept (keep_top_k)"})
+        tracker.end_run(run_id, "FINISHED", tags=tags)
         return values
 
     def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:
@@ -455,7 +452,6 @@ class Objective:
         top_k = self.sweep.spec.keep_top_k
         if checkpoint is None or not checkpoint.is_file():
             return False
-        strip_training_state(checkpoint)
         if top_k is None or self.sweep.spec.multi_objective:
             self.sweep.tracker.log_file(run_id, checkpoint, str(Path(CHECKPOINT_ARTIFACT).parent))
             return True

@@ -21,6 +21,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import mlflow
 from mlflow import MlflowClient
@@ -31,7 +32,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from hvit_sweeps.config import TrainConfig, flatten_config
 from hvit_sweeps.errors import HvitError
 
-__all__ = ["CHECKPOINT_ARTIFACT", "Tracker", "default_tracking_uri", "runs_table_url"]
+__all__ = ["CHECKPOINT_ARTIFACT", "Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
 
 CHECKPOINT_ARTIFACT = "checkpoint/best.pth"
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
@@ -41,9 +42,22 @@ def default_tracking_uri(root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def runs_table_url(base_url: str, experiment_id: str) -> str:
-    """The classic runs table: MLflow 3.17's UI otherwise opens its GenAI view."""
-    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_table_url(base_url: str, experiment_id: str, *, order_by: str | None = None, ascending: bool = False) -> str:
+    """A study's trial runs in the classic runs table, sorted by the metric ``order_by``.
+
+    MLflow 3.17's UI otherwise opens its GenAI view, and nests the trials under a
+    collapsed parent run; the filter lists them flat, ready to compare.
+    """
+    query = {"workflowType": "machine_learning", "searchFilter": "tags.`hvit.role` = 'trial'"}
+    if order_by is not None:
+        query |= {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": str(ascending).lower()}
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+
+
+def run_url(base_url: str, experiment_id: str, run_id: str, *, artifact: str | None = None) -> str:
+    """A run's page in the classic view, opened on ``artifact`` if given."""
+    path = f"/artifacts/{artifact}" if artifact else ""
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{path}?workflowType=machine_learning"
 
 
 class Tracker:
@@ -123,6 +137,10 @@ class Tracker:
         )
         ordered = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         return [r.info.run_id for r in ordered]
+
+    def study_runs(self, experiment_id: str) -> list[Any]:
+        """The parent runs of the studies in an experiment (one per study name)."""
+        return self.client.search_runs([experiment_id], filter_string="tags.`hvit.role` = 'study'")
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")

@@ -28,7 +28,7 @@ from torch import nn
 
 from hvit_sweeps.checkpoint import Checkpoint, load_model, save_checkpoint
 from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig
-from hvit_sweeps.data import BatchLoader, DatasetInfo, DatasetSplits, load_dataset, make_loaders
+from hvit_sweeps.data import BatchLoader, DatasetInfo, DatasetSplits, derive_seed, load_dataset, make_loaders
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.model import build_model, count_flops, count_parameters
 
@@ -40,6 +40,7 @@ __all__ = [
     "evaluate",
     "model_stats",
     "resolve_device",
+    "runtime_notes",
     "train",
 ]
 
@@ -134,6 +135,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_epoch(seed: int, epoch: int) -> None:
+    """Seed the model's own randomness (drop path, dropout) for one epoch.
+
+    With the loaders' per-epoch draws (``set_epoch``), epoch N of a resumed run
+    sees the same batches and masks as epoch N of an uninterrupted one.
+    """
+    torch.manual_seed(derive_seed(seed, f"model epoch {epoch}"))
+
+
 def model_stats(model: nn.Module, config: TrainConfig) -> dict[str, float]:
     """Size figures logged beside every run, so sweeps can trade accuracy for cost."""
     params = count_parameters(model)
@@ -152,6 +162,7 @@ def train(
     callbacks: Sequence[Callback] = (),
     splits: DatasetSplits | None = None,
     resume: Checkpoint | None = None,
+    best_checkpoint: Literal["each_improvement", "at_end"] = "each_improvement",
 ) -> TrainResult:
     """Train one model as ``config`` says, reporting each epoch to ``callbacks``.
 
@@ -160,6 +171,9 @@ def train(
         callbacks: Per-epoch hooks; any of them may stop the run.
         splits: Already loaded data (a sweep worker loads it once for all trials).
         resume: A checkpoint whose weights, optimizer and schedule to continue from.
+        best_checkpoint: When to write ``config.checkpoint_path``: at each improvement,
+            resumable (a long single run survives a crash), or once at the end,
+            weights only (a sweep trial: no disk writes inside its short epochs).
     """
     device = resolve_device(config.runtime.device)
     seed_everything(config.seed)
@@ -167,7 +181,7 @@ def train(
     _check_data_matches(config, splits.info)
     loaders = make_loaders(splits, config.data, device=device, seed=config.seed)
     precision = Precision.from_runtime(config.runtime, device)
-    notes: list[str] = []
+    notes = runtime_notes(config.runtime, device)
 
     model = build_model(config.model).to(device)
     start_epoch, history, best = 1, [], _Best(config.monitor_mode)
@@ -181,7 +195,7 @@ def train(
     memory_format = torch.channels_last if config.runtime.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
 
-    use_graphs = _graphs_usable(config.runtime, device, precision, notes)
+    use_graphs = config.runtime.cuda_graphs and _graphs_refusal(config.runtime, device, precision) is None
     steps_per_epoch = len(loaders.train)
     optimizer = _make_optimizer(model, config.optim, device, capturable=use_graphs)
     scheduler = _make_schedule(optimizer, config.optim, steps_per_epoch, config.epochs)
@@ -204,6 +218,8 @@ def train(
     reason = f"trained {config.epochs} epochs"
     epoch = start_epoch - 1
     for epoch in range(start_epoch, config.epochs + 1):
+        seed_epoch(config.seed, epoch)
+        loaders.train.set_epoch(epoch)
         metrics = _run_epoch(
             compiled, loaders, step, scheduler, precision, memory_format, callbacks
         )
@@ -211,7 +227,7 @@ def train(
         if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
             status, reason = "diverged", f"non-finite loss at epoch {epoch}"
             break
-        if best.update(epoch, metrics, config.monitor, model):
+        if best.update(epoch, metrics, config.monitor, model) and best_checkpoint == "each_improvement":
             saver.save(config.checkpoint_path, epoch=epoch, metrics=metrics, history=history, best=best)
         if config.save_final:
             saver.save(config.last_checkpoint_path, epoch=epoch, metrics=metrics, history=history, best=best)
@@ -221,11 +237,15 @@ def train(
             status, reason = "stopped", stop[0]
             break
 
-    test_metrics: dict[str, float] = {}
     if config.evaluate_test and best.state is None and resume is not None:
         best.state = _saved_best_weights(config)
+    if best.state is not None:
+        model.load_state_dict(best.state)  # the run's result is its best epoch
+    if best_checkpoint == "at_end" and best.state is not None:
+        saver.save(config.checkpoint_path, epoch=best.epoch, metrics=best.metrics, history=history, best=best,
+                   resumable=False)
+    test_metrics: dict[str, float] = {}
     if config.evaluate_test and best.state is not None:
-        model.load_state_dict(best.state)
         test_metrics = _prefixed("test", evaluate(compiled, loaders.test, precision, memory_format))
     return TrainResult(
         status=status,
@@ -254,24 +274,21 @@ def evaluate(
     was_training = model.training
     model.eval()
     totals: torch.Tensor | None = None
+    count = 0  # sample counts are known on the host; only sums of results live on the device
     for x, y in loader:
         with precision.autocast():
             logits = model(x.contiguous(memory_format=memory_format)).float()
         k = min(5, logits.shape[1])
         hits = logits.topk(k, dim=1).indices.eq(y[:, None])
         batch = torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum"),
-                hits[:, 0].sum().float(),
-                hits.any(dim=1).sum().float(),
-                torch.tensor(float(len(y)), device=logits.device),
-            ]
+            [F.cross_entropy(logits, y, reduction="sum"), hits[:, 0].sum().float(), hits.any(dim=1).sum().float()]
         )
         totals = batch if totals is None else totals + batch
+        count += len(y)
     model.train(was_training)
     if totals is None:
         raise HvitError("the evaluation split is empty: lower --val-split's effect or add data")
-    loss, top1, top5, count = totals.tolist()  # the one host sync of evaluation
+    loss, top1, top5 = totals.tolist()  # the one host sync of evaluation
     return {"loss": loss / count, "acc1": top1 / count, "acc5": top5 / count}
 
 
@@ -286,7 +303,8 @@ def _run_epoch(
 ) -> dict[str, float]:
     """One pass over the training data, then validation; one host sync for each."""
     model.train()
-    lr = scheduler.get_last_lr()[0]
+    # float() now: with a tensor lr (CUDA graphs) some torch versions return the live tensor.
+    lr = float(scheduler.get_last_lr()[0])
     start = time.perf_counter()
     loss_sum: torch.Tensor | None = None
     num_batches = len(loaders.train)
@@ -304,7 +322,7 @@ def _run_epoch(
     return {
         "train_loss": train_loss,
         **_prefixed("val", val),
-        "lr": float(lr),
+        "lr": lr,
         "epoch_seconds": time.perf_counter() - start,
         "images_per_second": seen / train_seconds if train_seconds > 0 else 0.0,
     }
@@ -383,28 +401,41 @@ class _GraphedStep:
         static_x, static_y = x.clone(), y.clone()
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # "thread_local": the CPU loader's pin-memory thread allocates pinned buffers
+        # (cudaHostAlloc) at any time; under the default "global" mode that call
+        # would invalidate this capture. Nothing that thread does belongs in the graph.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             static_loss = self.step.without_zero_grad(static_x, static_y)  # type: ignore[attr-defined]
         self.graph, self.static = graph, (static_x, static_y, static_loss)
 
 
-def _graphs_usable(
-    runtime: RuntimeConfig, device: torch.device, precision: Precision, notes: list[str]
-) -> bool:
-    """CUDA graphs need CUDA, no loss scaler (it syncs) and no second graph layer."""
-    if not runtime.cuda_graphs:
-        return False
-    why = None
-    if device.type != "cuda":
-        why = f"--cuda-graphs needs a CUDA device, not {device.type}"
-    elif precision.needs_scaler:
-        why = "--cuda-graphs cannot capture fp16's gradient scaler; use bf16"
-    elif runtime.compile != "off":
-        why = "--cuda-graphs is skipped under --compile (reduce-overhead already graphs)"
+def runtime_notes(runtime: RuntimeConfig, device: torch.device) -> list[str]:
+    """What a run on ``device`` will do differently from ``runtime``, or should warn about.
+
+    ``train`` returns these with its result; ``run`` prints them once before a sweep.
+    """
+    precision = Precision.from_runtime(runtime, device)
+    notes = []
+    why = _graphs_refusal(runtime, device, precision)
     if why:
         notes.append(f"{why}: running eager steps instead")
-        return False
-    return True
+    if device.type == "cpu" and precision.dtype == torch.float16:
+        # Measured in benchmarks/RESULTS.md: fp16 autocast kernels on a CPU are mostly emulated.
+        notes.append("fp16 autocast on a CPU runs 13-35x slower than fp32: use --autocast-dtype bf16 or --no-amp")
+    return notes
+
+
+def _graphs_refusal(runtime: RuntimeConfig, device: torch.device, precision: Precision) -> str | None:
+    """Why a requested CUDA graph cannot be used: it needs CUDA, no loss scaler (it syncs), no second graph layer."""
+    if not runtime.cuda_graphs:
+        return None
+    if device.type != "cuda":
+        return f"--cuda-graphs needs a CUDA device, not {device.type}"
+    if precision.needs_scaler:
+        return "--cuda-graphs cannot capture fp16's gradient scaler; use bf16"
+    if runtime.compile != "off":
+        return "--cuda-graphs is skipped under --compile (reduce-overhead already graphs)"
+    return None
 
 
 def _make_optimizer(
@@ -493,10 +524,25 @@ class _Saver:
     scaler: torch.amp.GradScaler
 
     def save(
-        self, path: Path | None, *, epoch: int, metrics: dict[str, float], history: list, best: _Best
+        self,
+        path: Path | None,
+        *,
+        epoch: int,
+        metrics: dict[str, float],
+        history: list,
+        best: _Best,
+        resumable: bool = True,
     ) -> None:
+        """Write the model as it is now; ``resumable=False`` leaves out the optimizer state (a third of the bytes)."""
         if path is None:
             return
+        training_state = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": history,
+            "best": best.as_dict(),
+        }
         save_checkpoint(
             path,
             model=self.model,
@@ -504,13 +550,7 @@ class _Saver:
             epoch=epoch,
             metrics=metrics,
             class_names=self.class_names,
-            training_state={
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "history": history,
-                "best": best.as_dict(),
-            },
+            training_state=training_state if resumable else None,
         )
 
 

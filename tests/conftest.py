@@ -169,6 +169,7 @@ log = true
 """
 
 
-def ok(result: subprocess.CompletedProcess) -> None:
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """Assert a CLI call succeeded, showing its output when it did not."""
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result

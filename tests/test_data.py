@@ -424,3 +424,17 @@ def test_augmented_batches_are_reproducible(kind: str, augment: str) -> None:
     assert torch.equal(first, first_batch(config, 0)) and not torch.equal(first, first_batch(config, 1))
     if kind == "cpu":
         assert torch.equal(first, first_batch(config.model_copy(update={"num_workers": 2}), 0))
+
+
+# set_epoch(e) makes a fresh loader draw exactly the e-th pass of a loader that ran from epoch 1.
+@pytest.mark.parametrize("kind", ["cpu", "device"])
+def test_set_epoch_replays_that_epochs_batches(kind: str) -> None:
+    splits = load_dataset(DataConfig(dataset="synthetic", max_train_samples=64, max_eval_samples=10), seed=0)
+    config = _loader_config(kind, augment="trivialaugment", batch_size=16, mixup_alpha=0.2)
+    straight = make_loaders(splits, config, device=CPU, seed=0).train
+    epochs = [list(straight) for _ in range(3)]
+    assert not torch.equal(epochs[1][0][0], epochs[2][0][0])  # each epoch draws anew
+    resumed = make_loaders(splits, config, device=CPU, seed=0).train
+    resumed.set_epoch(3)
+    for (x, y), (x_straight, y_straight) in zip(resumed, epochs[2], strict=True):
+        assert torch.equal(x, x_straight) and torch.equal(y, y_straight)

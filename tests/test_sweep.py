@@ -7,10 +7,13 @@ Optuna study and the MLflow runs.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import optuna
@@ -19,7 +22,7 @@ from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from conftest import cli, hvit, ok, tiny_study
+from conftest import _wait_healthy, cli, free_port, hvit, ok, tiny_study
 
 # Accuracy never exceeds 1, so a lower threshold of 1.5 prunes every trial at its first report.
 FORCED_PRUNE = tiny_study("always-pruned", pruner='type = "threshold"\nlower = 1.5\nn_warmup_steps = 0')
@@ -57,8 +60,14 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One smoke sweep of 4 trials on the embedded default, shared by the read-only tests below."""
     cwd = tmp_path_factory.mktemp("smoke")
     (cwd / "studies").symlink_to(Path(__file__).resolve().parents[1] / "studies")
-    ok(hvit("run", "--study", "smoke", "--trials", "4", cwd=cwd))
+    (cwd / "run.out").write_text(ok(hvit("run", "--study", "smoke", "--trials", "4", cwd=cwd)).stdout)
     return cwd
+
+
+def fragment_query(url: str) -> dict[str, str]:
+    """The query of an MLflow UI link, which sits inside the #fragment."""
+    route = urllib.parse.urlsplit(url).fragment
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(route).query))
 
 
 def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
@@ -86,6 +95,47 @@ def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/parallel_coordinate.png"} <= plots
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "study")] == ["study/smoke.toml"]
+
+
+# `run` ends with links to the trials (flat, best first) and to the study's parent run.
+def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> None:
+    out = (smoke_sweep / "run.out").read_text()  # 80 columns: the links must still be whole lines
+    client = local_client(smoke_sweep / "mlruns")
+    parent, _ = study_runs(client, "smoke")
+    trials_link = out.split("trials, best first: ")[1].split("\n")[0]
+    assert fragment_query(trials_link) == {
+        "workflowType": "machine_learning",
+        "searchFilter": "tags.`hvit.role` = 'trial'",
+        "orderByKey": "metrics.`best_val_acc1`",  # smoke maximises val_acc1, logged at the best epoch
+        "orderByAsc": "false",
+    }
+    study_link = out.split("study run (plots, best so far): ")[1].split("\n")[0]
+    route = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/"
+    linked = study_link.split(route)[1].split("?")[0]
+    assert linked in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}  # the link opens a real plot
+    assert fragment_query(study_link) == {"workflowType": "machine_learning"}
+    assert "hvit-sweep ui" in out
+
+
+# `ui` serves the embedded store and prints each study's trials link.
+def test_ui_serves_the_embedded_store(smoke_sweep: Path) -> None:
+    port = free_port()
+    log = smoke_sweep / "ui.log"
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "hvit_sweeps", "ui", "--port", str(port)],
+            cwd=smoke_sweep, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", process, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
+            assert b"<html" in page.read(2000).lower()
+        line = next(line for line in log.read_text().splitlines() if line.startswith("smoke: "))
+        assert line.split()[1].startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        assert fragment_query(line.split()[1])["orderByKey"] == "metrics.`best_val_acc1`"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 def test_plots_are_real_pngs(smoke_sweep: Path, tmp_path: Path) -> None:
@@ -130,8 +180,10 @@ def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> No
 
 def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     # A pruner that must prune: trials are PRUNED in Optuna and KILLED in MLflow after one epoch.
+    # --cuda-graphs on a CPU falls back to eager: said once before the sweep and tagged on each run.
     (workdir / "prune.toml").write_text(FORCED_PRUNE)
-    ok(hvit("run", "--study", "prune.toml", cwd=workdir))
+    result = ok(hvit("run", "--study", "prune.toml", "--set", "runtime.cuda_graphs=true", cwd=workdir))
+    assert "note: --cuda-graphs needs a CUDA device" in " ".join(result.stdout.split())
     study = journal_study(workdir / "mlruns", "always-pruned")
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     client = local_client(workdir / "mlruns")
@@ -139,6 +191,7 @@ def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     for run in children:
         assert run.info.status == "KILLED"
         assert run.data.tags["optuna.pruned_at_epoch"] == "1"
+        assert "running eager steps instead" in run.data.tags["hvit.notes"]
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1
     # With no complete trial, `best` says so in one line.
     assert_one_line_error(hvit("best", "--study", "always-pruned", cwd=workdir), "no complete trial")

@@ -22,6 +22,7 @@ from hvit_sweeps.train import (
     TrainResult,
     evaluate_checkpoint,
     resolve_device,
+    runtime_notes,
     train,
 )
 
@@ -180,6 +181,14 @@ def test_autocast_on_cpu(tmp_path: Path, dtype: str, scaled: bool) -> None:
     assert ("scale" in scaler_state) is scaled
 
 
+# fp16 autocast on a CPU is allowed but called out (measured 13-35x slower); bf16 and fp32 are not.
+def test_fp16_on_cpu_gets_a_note() -> None:
+    cpu = torch.device("cpu")
+    assert any("fp16" in note for note in runtime_notes(RuntimeConfig(autocast_dtype="fp16"), cpu))
+    assert runtime_notes(RuntimeConfig(autocast_dtype="bf16"), cpu) == []
+    assert runtime_notes(RuntimeConfig(amp=False, autocast_dtype="fp16"), cpu) == []
+
+
 # Precision maps the runtime settings to an autocast dtype and the scaler rule.
 def test_precision_from_runtime() -> None:
     cpu = torch.device("cpu")
@@ -252,6 +261,23 @@ def test_resume_runs_only_the_missing_epochs(trained: Trained, tmp_path: Path) -
     assert steps == {3 * STEPS_PER_EPOCH}
 
 
+# best_checkpoint="at_end" (sweep trials) writes one weights-only file, of the best epoch, after training.
+def test_best_checkpoint_at_end_writes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[int] = []
+    real_save = train_module.save_checkpoint
+
+    def counting_save(path: Path, **kwargs: Any) -> None:
+        writes.append(kwargs["epoch"])
+        real_save(path, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", counting_save)
+    config = tiny_config({"epochs": 3, "checkpoint_path": str(tmp_path / "best.pth")})
+    result = train(config, best_checkpoint="at_end")
+    saved = load_checkpoint(tmp_path / "best.pth")
+    assert writes == [result.best_epoch] and saved.epoch == result.best_epoch
+    assert saved.metrics == result.best_metrics and saved.training_state == {}
+
+
 # A resumed run follows the schedule of a straight run of the same length.
 def test_resumed_lr_matches_a_straight_run(trained: Trained) -> None:
     last = load_checkpoint(trained.last)
@@ -259,6 +285,19 @@ def test_resumed_lr_matches_a_straight_run(trained: Trained) -> None:
     straight = train(tiny_config({"epochs": 3}))
     assert resumed.history[2]["lr"] == pytest.approx(straight.history[2]["lr"])
 
+
+# A run stopped after epoch 2 and resumed trains epoch 3 exactly as an uninterrupted run does:
+# same batches, augmentation and drop-path masks, same optimizer state.
+def test_resumed_epoch_matches_an_uninterrupted_run(tmp_path: Path) -> None:
+    config = tiny_config({"epochs": 3, "model.drop_path_rate": 0.1, "save_final": True,
+                          "checkpoint_path": str(tmp_path / "stopped.pth")})
+    train(config, callbacks=[Recorder(stop_at=2)])
+    last = load_checkpoint(config.last_checkpoint_path)
+    resumed = train(_resume_config(last, {"checkpoint_path": str(tmp_path / "resumed.pth")}), resume=last)
+    straight = train(config.model_copy(update={"checkpoint_path": None, "save_final": False}))
+    timing = {"epoch_seconds", "images_per_second"}
+    for got, want in zip(resumed.history, straight.history, strict=True):
+        assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in want.items() if k not in timing}
 
 # Resuming a finished checkpoint, or with another model, is refused with the fix.
 def test_resume_refusals(trained: Trained) -> None:
