@@ -16,17 +16,24 @@ Usage::
 
     python benchmarks/bench.py --profile cpu             # a few minutes on a laptop CPU
     python benchmarks/bench.py --profile gpu --only train
+    python benchmarks/bench.py --profile gpu-quick --only train --time-box 150   # one step of gpu_all.py
+
+``--time-box`` makes a run stop starting measurements, and stop one in progress, when its
+seconds are spent; rows are saved to ``--out`` as they are measured, so a run killed from
+outside keeps what it had.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
 import os
 import platform
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -67,6 +74,31 @@ NOISE_FLOOR_S = 0.5  # warm-ups below this are indistinguishable from epoch-to-e
 
 
 @dataclass(frozen=True)
+class Case:
+    size: str
+    precision: str
+    loader: str
+    mode: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.size} {self.precision} loader={self.loader} {self.mode}"
+
+    @classmethod
+    def parse(cls, text: str) -> Case:
+        """``size/precision/loader/mode``, e.g. ``small/bf16/device/cuda_graphs``."""
+        parts = text.strip().split("/")
+        choices = (SIZES, PRECISIONS, LOADERS, MODES)
+        if len(parts) != 4 or any(part not in options for part, options in zip(parts, choices)):
+            raise ValueError(f"{text!r}: use size/precision/loader/mode from {'/'.join('|'.join(c) for c in choices)}")
+        return cls(*parts)
+
+
+def parse_cases(text: str) -> tuple[Case, ...]:
+    return tuple(Case.parse(item) for item in text.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
 class Profile:
     """Sizes of one benchmark run; ``cpu`` fits a laptop, ``gpu`` is the issue's setting.
 
@@ -89,6 +121,16 @@ class Profile:
     sweep_samples: int
     trials_per_gpu: int = 4
     repeats: int = 1
+    plan: str = ""  # "cpu" or "gpu": which cases, sweep variants and studies; "" follows the device
+    cases: tuple[Case, ...] = ()  # train: only these, in this order (empty: every combination, skip rules apply)
+    wall_variants: tuple[str, ...] = ("naive", "graphs", "per-gpu")  # gpu plan: see sweep_variants
+    sweep_max_epochs: int = 20  # gpu plan sweep-wall; depth-width.toml's own
+    tracking_epochs: int = 10  # gpu plan tracking-overhead
+    throughput_epochs: int = 0  # sweep-throughput epochs per process; 0: epochs + 1
+
+    @property
+    def gpu_plan(self) -> bool:
+        return (self.plan or ("cpu" if self.device == "cpu" else "gpu")) == "gpu"
 
 
 def _samples(fp32: dict[str, int], bf16: dict[str, int], fp16: dict[str, int]) -> dict[tuple[str, str], int]:
@@ -128,6 +170,40 @@ PROFILES = {
         sweep_samples=20_000,
     ),
 }
+# What fits one device command of about 8 minutes (benchmarks/gpu_all.py), most needed first:
+# the issue's targets are about the small model; base gets eager vs graphs, without its own
+# fp32 loader=cpu baseline (so no ratio column), only if the time box leaves room.
+PROFILES["gpu-quick"] = replace(
+    PROFILES["gpu"],
+    name="gpu-quick",
+    cases=parse_cases("small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,"
+                      "small/bf16/device/compile=reduce-overhead,base/bf16/device/eager,base/bf16/device/cuda_graphs"),
+    throughput_modes=("cuda_graphs", "eager"),
+    throughput_epochs=3,
+    sweep_trials=8,
+    wall_variants=("naive", "per-gpu"),
+)
+# gpu-quick's plan on the CPU with tiny sizes: proves gpu_all.py's plumbing without a GPU.
+PROFILES["gpu-dry"] = replace(
+    PROFILES["gpu-quick"],
+    name="gpu-dry",
+    device="cpu",
+    plan="gpu",
+    batch_size=32,
+    epochs=2,
+    num_workers=1,
+    train_samples=_samples(*({"small": 256, "base": 128},) * 3),
+    eval_samples=64,
+    cases=parse_cases("small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,base/bf16/device/eager"),
+    concurrency=(1, 2),
+    throughput_samples=256,
+    throughput_epochs=2,
+    sweep_trials=3,
+    sweep_samples=256,
+    trials_per_gpu=2,
+    sweep_max_epochs=3,
+    tracking_epochs=2,
+)
 
 
 # -- results ----------------------------------------------------------------------------
@@ -159,12 +235,108 @@ class Row:
 class Report:
     rows: list[Row] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None  # saved after every row, so a run killed from outside keeps its rows
 
     def add(self, row: Row) -> None:
         row.device = row.device or self.meta["device"]
         row.date = self.meta["date"]
         row.load = round(os.getloadavg()[0], 2)
         self.rows.append(row)
+        self.save()
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text(json.dumps({"meta": self.meta, "rows": [asdict(r) for r in self.rows]}, indent=2, default=str))
+        partial.replace(self.path)
+
+
+# -- time box and child processes -------------------------------------------------------
+
+
+@dataclass
+class TimeBox:
+    """``--time-box``: after it, no measurement starts and one in progress is stopped."""
+
+    seconds: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float | None:
+        return None if self.seconds is None else self.seconds - (time.monotonic() - self.started)
+
+    def over(self, margin: float = 0.0) -> bool:
+        left = self.left()
+        return left is not None and left <= margin
+
+
+BOX = TimeBox()
+NOT_STARTED = "time box: not started (--time-box spent)"
+STOPPED = "time box: stopped in progress (--time-box spent)"
+_CHILDREN: set[subprocess.Popen] = set()
+
+
+class Stopped(Exception):
+    """The time box ran out inside a measurement; its child processes are stopped."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (gpu_all.py's time box for this step, or the user): save the rows and stop.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    (Optuna's ``catch``, a trial's failure handler) takes it for a failed trial.
+    """
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(signal.Signals(signum).name)
+
+
+def start_child(command: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """A child in its own process group, so that stopping it also stops whatever it started.
+
+    Not a new session: the device tool ends every process of the command's session when the
+    command returns, but lets processes in a session of their own run on.
+    """
+    process = subprocess.Popen(command, cwd=REPO, process_group=0, **kwargs)
+    _CHILDREN.add(process)
+    return process
+
+
+def stop_child(process: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after ``grace`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(grace)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    _CHILDREN.discard(process)
+
+
+def wait_child(process: subprocess.Popen, *, communicate: bool = False) -> str | None:
+    """Wait within the time box (its stdout, if ``communicate``); past it, stop the child and raise :class:`Stopped`."""
+    left = BOX.left()
+    timeout = None if left is None else max(0.0, left)
+    try:
+        if communicate:
+            out, _ = process.communicate(timeout=timeout)
+        else:
+            process.wait(timeout)
+            out = None
+    except subprocess.TimeoutExpired:
+        stop_child(process)
+        raise Stopped(STOPPED) from None
+    _CHILDREN.discard(process)
+    return out
+
+
+def stop_all_children() -> None:
+    for process in list(_CHILDREN):
+        stop_child(process, grace=3.0)
 
 
 def cpu_model() -> str:
@@ -251,11 +423,12 @@ class Measured:
 def spawn_worker(spec: dict[str, Any], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
     with log.open("w") as err:
-        return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **(env or {})})
+        return start_child(command, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, **(env or {})})
 
 
 def collect(process: subprocess.Popen, log: Path) -> dict[str, Any]:
-    out, _ = process.communicate()
+    """The worker's JSON line; :class:`Stopped` if the time box ran out first."""
+    out = wait_child(process, communicate=True) or ""
     lines = [line for line in out.splitlines() if line.startswith("{")]
     if process.returncode or not lines:
         tail = log.read_text()[-600:].strip().splitlines()
@@ -282,31 +455,28 @@ def train_config(profile: Profile, *, size: str, precision: str, loader: str, mo
 # -- section: train ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Case:
-    size: str
-    precision: str
-    loader: str
-    mode: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.size} {self.precision} loader={self.loader} {self.mode}"
-
-
-def train_cases(profile: Profile, *, full: bool) -> Iterator[tuple[Case, str | None]]:
-    """Every combination, with the reason it is skipped (None: it runs)."""
+def all_cases() -> Iterator[Case]:
     for size in SIZES:
         for precision in PRECISIONS:
             for loader in LOADERS:
                 for mode in MODES:
-                    case = Case(size, precision, loader, mode)
-                    yield case, None if full else _skip_reason(profile, case)
+                    yield Case(size, precision, loader, mode)
+
+
+def train_cases(profile: Profile, *, full: bool) -> Iterator[tuple[Case, str | None]]:
+    """Every combination, with the reason it is skipped (None: it runs); chosen cases first, in their order."""
+    if full or not profile.cases:
+        for case in all_cases():
+            yield case, None if full else _skip_reason(profile, case)
+        return
+    yield from ((case, None) for case in profile.cases)
+    reason = f"not in this run's cases (profile {profile.name} or --cases); --profile gpu --only train runs them"
+    yield from ((case, reason) for case in all_cases() if case not in profile.cases)
 
 
 def _skip_reason(profile: Profile, case: Case) -> str | None:
     compiled = case.mode.startswith("compile")
-    if profile.device == "cpu":
+    if not profile.gpu_plan:
         if case.mode == "cuda_graphs":
             return "n/a on CPU" if case != Case("small", "fp32", "device", "cuda_graphs") else None
         if case.mode == "compile=reduce-overhead":
@@ -324,21 +494,24 @@ def _skip_reason(profile: Profile, case: Case) -> str | None:
 
 
 def bench_train(profile: Profile, report: Report, *, logs: Path, full: bool) -> None:
-    results: dict[Case, Measured] = {}
+    results: dict[Case, Measured | None] = {}
     for case, skip in train_cases(profile, full=full):
+        if skip is None and BOX.over():
+            skip = NOT_STARTED
         if skip is not None:
             report.add(Row("train", "skipped", case.label, None, "img/s", note=skip))
             continue
-        results[case] = measure_case(profile, case, logs=logs)
-        add_train_rows(report, case, results)
+        results[case], failure = measure_case(profile, case, logs=logs)
+        add_train_rows(report, case, results, failure=failure)
 
 
-def measure_case(profile: Profile, case: Case, *, logs: Path) -> Measured | None:
+def measure_case(profile: Profile, case: Case, *, logs: Path) -> tuple[Measured | None, str]:
+    """The best of ``profile.repeats`` fresh processes, or None and why."""
     samples = profile.train_samples[(case.size, case.precision)]
     epochs = 1 if (profile.device == "cpu" and case.mode == "cuda_graphs") else profile.epochs
     config = train_config(profile, size=case.size, precision=case.precision, loader=case.loader, mode=case.mode, samples=samples, epochs=epochs)
     repeats = 1 if epochs == 1 else profile.repeats
-    runs = []
+    runs, failure = [], "failed (see logs)"
     for repeat in range(repeats):
         log = logs / f"train-{re.sub(r'[^a-z0-9]+', '-', case.label)}-{repeat}.log"
         print(f"  train {case.label} ({samples} images, {epochs} epochs) run {repeat + 1}/{repeats} ...", flush=True)
@@ -348,16 +521,20 @@ def measure_case(profile: Profile, case: Case, *, logs: Path) -> Measured | None
             runs.append(Measured.from_worker(collect(spawn_worker({"config": config}, log=log, env=env), log)))
         except RuntimeError as err:
             print(f"    failed: {err}", flush=True)
-    return max(runs, key=lambda m: m.images_per_second) if runs else None
+        except Stopped as err:
+            print(f"    {err}", flush=True)
+            failure = str(err)
+            break
+    return (max(runs, key=lambda m: m.images_per_second) if runs else None), failure
 
 
-def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | None]) -> None:
+def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | None], *, failure: str = "failed (see logs)") -> None:
     measured = results[case]
     if measured is None:
-        report.add(Row("train", "img/s", case.label, None, "img/s", note="failed (see logs)"))
+        report.add(Row("train", "img/s", case.label, None, "img/s", note=failure))
         return
     note = "; ".join(measured.notes)
-    if measured.notes and report.meta["profile"] == "cpu" and case.mode == "cuda_graphs":
+    if measured.notes and report.meta.get("runtime_device", report.meta["profile"]) == "cpu" and case.mode == "cuda_graphs":
         report.add(Row("train", "img/s", case.label, None, "img/s", note=f"n/a on CPU: {note}"))
         return
     samples = measured.raw["sizes"]["train"]
@@ -392,39 +569,54 @@ def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
     for mode in profile.throughput_modes:
         single: float | None = None
         for k in profile.concurrency:
-            for split in (False, True) if profile.device == "cpu" and k > 1 else (False,):
+            for split in (False, True) if not profile.gpu_plan and k > 1 else (False,):
                 threads = max(1, (os.cpu_count() or 1) // k) if split else None
-                total, overlap, used = measure_concurrent(profile, mode, k, threads=threads, logs=logs)
-                single = total if k == 1 else single
                 setting = f"K={k} small {profile.throughput_precision} loader=device {mode} (synthetic)"
                 setting += f", OMP_NUM_THREADS={threads} per process" if split else ""
-                note = f"{used} torch threads per process; steady windows overlap {overlap:.0%}"
-                note += "; baseline: K=1" if k > 1 else ""
+                if BOX.over():
+                    report.add(Row("sweep-throughput", "summed img/s", setting, None, "img/s", note=NOT_STARTED))
+                    continue
+                got = measure_concurrent(profile, mode, k, threads=threads, logs=logs)
+                single = got.total if k == 1 else single
+                note = got.note + ("; baseline: K=1" if k > 1 else "")
                 note += "; the split `run --workers` applies (worker_plan sets OMP_NUM_THREADS)" if split else ""
-                report.add(Row("sweep-throughput", "summed img/s", setting, total, "img/s", baseline=single, note=note))
+                report.add(Row("sweep-throughput", "summed img/s", setting, got.total, "img/s", baseline=single, note=note))
 
 
-def measure_concurrent(
-    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path
-) -> tuple[float | None, float, int | None]:
-    """Best of ``profile.repeats``: the sum of K processes' steady img/s, their overlap, their thread count."""
-    best: tuple[float | None, float, int | None] = (None, 0.0, None)
+@dataclass
+class Concurrent:
+    """K processes' summed steady img/s (None: failed or stopped) and what to say about it."""
+
+    total: float | None
+    note: str
+
+
+def measure_concurrent(profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path) -> Concurrent:
+    """The best of ``profile.repeats`` runs of K processes at once."""
+    best = Concurrent(None, "failed (see logs)")
     for repeat in range(profile.repeats):
         print(f"  sweep-throughput {mode} K={k} threads={threads or 'default'} run {repeat + 1}/{profile.repeats} ...", flush=True)
-        raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, tag=f"{mode}-k{k}-t{threads}-{repeat}")
+        try:
+            raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, tag=f"{mode}-k{k}-t{threads}-{repeat}")
+        except Stopped as err:
+            print(f"    {err}", flush=True)
+            return best if best.total is not None else Concurrent(None, str(err))
         if raws is None:
             continue
         total = sum(Measured.from_worker(raw).images_per_second for raw in raws)
-        if best[0] is None or total > best[0]:
-            best = (total, _overlap(raws), raws[0]["threads"])
+        if best.total is None or total > best.total:
+            notes = sorted({note for raw in raws for note in raw["notes"]})  # e.g. a fallback to eager steps
+            first = f"{raws[0]['threads']} torch threads per process; steady windows overlap {_overlap(raws):.0%}"
+            best = Concurrent(total, "; ".join([first, *notes]))
     return best
 
 
 def _concurrent_once(
     profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, tag: str
 ) -> list[dict[str, Any]] | None:
+    epochs = profile.throughput_epochs or profile.epochs + 1
     config = train_config(profile, size="small", precision=profile.throughput_precision, loader="device",
-                          mode=mode, samples=profile.throughput_samples, epochs=profile.epochs + 1)
+                          mode=mode, samples=profile.throughput_samples, epochs=epochs)
     barrier = Path(tempfile.mkdtemp(prefix=f"barrier-{tag}-", dir=logs))
     env = {"CUDA_VISIBLE_DEVICES": "0"} if profile.device == "cuda" else {}
     env.update({"OMP_NUM_THREADS": str(threads)} if threads else {})
@@ -436,6 +628,10 @@ def _concurrent_once(
     except RuntimeError as err:
         print(f"    failed: {err}", flush=True)
         return None
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                stop_child(process)
 
 
 def _overlap(raws: Sequence[dict[str, Any]]) -> float:
@@ -499,11 +695,12 @@ def cpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[
 
 
 def gpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
-    """depth-width.toml on synthetic data (20 epochs max, TPE + Hyperband)."""
+    """depth-width.toml on synthetic data (TPE + Hyperband; at most ``sweep_max_epochs``, 20 as in the file)."""
     study = copy.deepcopy(load_toml("depth-width"))
-    study.update(name=name, description="bench: depth-width on synthetic data", trials=profile.sweep_trials)
+    study.update(name=name, description="bench: depth-width on synthetic data", trials=profile.sweep_trials,
+                 max_epochs=profile.sweep_max_epochs)
     study["fixed"].update({"data.dataset": "synthetic", "data.max_train_samples": profile.sweep_samples,
-                           "data.max_eval_samples": profile.eval_samples, **extra})
+                           "data.max_eval_samples": profile.eval_samples, "data.batch_size": profile.batch_size, **extra})
     return study
 
 
@@ -521,8 +718,8 @@ class Variant:
 
 
 def sweep_variants(profile: Profile) -> list[Variant]:
-    """The first is the naive baseline."""
-    if profile.device == "cpu":
+    """The first is the naive baseline; on the gpu plan, those of ``profile.wall_variants``."""
+    if not profile.gpu_plan:
         cpu, two = ["--device", "cpu"], ["--device", "cpu", "--workers", "2"]
         # `run` gives each worker cores / workers threads unless OMP_NUM_THREADS is set, so
         # setting it to the core count shows the unsplit case for comparison.
@@ -532,59 +729,128 @@ def sweep_variants(profile: Profile) -> list[Variant]:
                 Variant(f"2 workers, OMP_NUM_THREADS={unsplit['OMP_NUM_THREADS']} each (no split)", NAIVE, two, unsplit)]
     fast = {"data.loader": "device", "runtime.compile": "off", "runtime.cuda_graphs": True}
     k = profile.trials_per_gpu
-    return [
-        Variant("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
-        Variant("1 trial at a time, loader=device, cuda_graphs", fast, []),
-        Variant(f"--devices 0 --trials-per-gpu {k}, loader=device, cuda_graphs", fast, ["--devices", "0", "--trials-per-gpu", str(k)]),
-    ]
+    variants = {
+        "naive": Variant("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
+        "graphs": Variant("1 trial at a time, loader=device, cuda_graphs", fast, []),
+        "per-gpu": Variant(f"--devices 0 --trials-per-gpu {k}, loader=device, cuda_graphs", fast,
+                           ["--devices", "0", "--trials-per-gpu", str(k)]),
+    }
+    return [variants["naive"], *(variants[name] for name in profile.wall_variants if name != "naive")]
 
 
 # -- section: sweep-wall ----------------------------------------------------------------
 
 
+WALL_BASELINE_SHARE = 0.6  # under --time-box, the naive baseline's `run --timeout` share of the time left
+WALL_FINISH_S = 15.0  # kept back from each `run --timeout` for the trial in flight and finalize()
+
+
+@dataclass
+class SweepRun:
+    wall: float
+    stats: dict[str, int]
+    where: str
+
+
 def bench_wall(profile: Profile, report: Report, *, logs: Path) -> None:
-    """Each variant ``repeats`` times, interleaved so that a burst of load hits all alike; best of each."""
+    """Each variant ``repeats`` times, interleaved so that a burst of load hits all alike; best of each.
+
+    A variant's rows are saved once its last repeat ends. Under ``--time-box`` each `run` gets a
+    ``--timeout`` (no new trial after it); if that cuts the baseline short, the other variants
+    run as many trials as it finished (`run --trials`), so that their wall times still compare.
+    """
     variants = sweep_variants(profile)
-    runs: dict[int, list[tuple[float, dict[str, int], str]]] = {i: [] for i in range(len(variants))}
+    runs: dict[int, list[SweepRun]] = {i: [] for i in range(len(variants))}
+    failure = {i: "`run` failed (see wall-*.log)" for i in range(len(variants))}
+    baseline: SweepRun | None = None
+    target = profile.sweep_trials
     for repeat in range(profile.repeats):
         for index, variant in enumerate(variants):
-            result = run_sweep_once(profile, variant, name=f"bench-wall-{index}", logs=logs, tag=f"{index}-{repeat}")
-            if result is not None:
+            result = run_sweep_once(profile, variant, name=f"bench-wall-{index}", logs=logs, tag=f"{index}-{repeat}",
+                                    timeout=_wall_timeout(index, len(variants)), trials=target)
+            if isinstance(result, str):
+                failure[index] = result
+            else:
                 runs[index].append(result)
-    base_wall = base_rate = None
-    for index, variant in enumerate(variants):
-        if not runs[index]:
-            report.add(Row("sweep-wall", "wall s", variant.label, None, "s", note="`run` failed (see wall-*.log)"))
-            continue
-        wall, stats, where = min(runs[index], key=lambda r: r[0])
-        rate = stats["epochs"] / wall
-        if index == 0:
-            base_wall, base_rate = wall, rate
-        setting = f"{variant.label}; {profile.sweep_trials} trials"
-        walls = ", ".join(f"{r[0]:.1f}" for r in runs[index])
-        states = f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['epochs']} epochs"
-        speedup = f"; {base_wall / wall:.2f}x faster" if index and base_wall else ""
-        report.add(Row("sweep-wall", "wall s", setting, wall, "s", baseline=base_wall,
-                       note=f"best of [{walls}] s; {states}{speedup}; study in {where}"))
-        report.add(Row("sweep-wall", "trained epochs/s", setting, rate, "epochs/s", baseline=base_rate,
-                       note="epochs trained / wall: comparable even when pruning differs"))
+                target = min(target, result.stats["finished"] or target) if index == 0 else target
+            if repeat == profile.repeats - 1:
+                best = add_wall_rows(report, profile, variant, runs[index], baseline=baseline, failure=failure[index],
+                                     first=index == 0, asked=profile.sweep_trials if index == 0 else target)
+                baseline = best if index == 0 else baseline
 
 
-def run_sweep_once(profile: Profile, variant: Variant, *, name: str, logs: Path, tag: str) -> tuple[float, dict[str, int], str] | None:
-    make = cpu_sweep_study if profile.device == "cpu" else gpu_sweep_study
+def _wall_timeout(index: int, count: int) -> float | None:
+    """`run --timeout` for variant ``index`` of ``count``: the baseline, the slowest, gets the largest share."""
+    left = BOX.left()
+    if left is None:
+        return None
+    share = WALL_BASELINE_SHARE if index == 0 and count > 1 else 1 / (count - index)
+    return max(1.0, (left - WALL_FINISH_S) * share)
+
+
+def add_wall_rows(
+    report: Report, profile: Profile, variant: Variant, runs: Sequence[SweepRun], *,
+    baseline: SweepRun | None, failure: str, first: bool, asked: int,
+) -> SweepRun | None:
+    """Wall s and trained epochs/s of the best run (``first``: the baseline's own); no wall ratio when trial counts differ."""
+    if not runs:
+        report.add(Row("sweep-wall", "wall s", variant.label, None, "s", note=failure))
+        return None
+    best = min(runs, key=lambda r: r.wall)
+    baseline = best if first else baseline
+    stats = best.stats
+    if stats["finished"] < asked:
+        trials = f"{stats['finished']} of {asked} trials (`run --timeout` at the time box)"
+    elif asked < profile.sweep_trials:
+        trials = f"{asked} trials (as many as the baseline finished within the time box)"
+    else:
+        trials = f"{asked} trials"
+    setting = f"{variant.label}; {trials}"
+    walls = ", ".join(f"{r.wall:.1f}" for r in runs)
+    states = f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed, {stats['epochs']} epochs"
+    same = baseline is not None and baseline.stats["finished"] == stats["finished"]
+    speedup = f"; {baseline.wall / best.wall:.2f}x faster" if same and baseline is not best else ""
+    compare = "" if same or baseline is None else "; trial counts differ from the baseline's: compare trained epochs/s"
+    report.add(Row("sweep-wall", "wall s", setting, best.wall, "s", baseline=baseline.wall if same else None,
+                   note=f"best of [{walls}] s; {states}{speedup}{compare}; study in {best.where}"))
+    base_rate = baseline.stats["epochs"] / baseline.wall if baseline is not None else None
+    report.add(Row("sweep-wall", "trained epochs/s", setting, stats["epochs"] / best.wall, "epochs/s", baseline=base_rate,
+                   note="epochs trained / wall: comparable even when pruning differs"))
+    return best
+
+
+def run_sweep_once(
+    profile: Profile, variant: Variant, *, name: str, logs: Path, tag: str, timeout: float | None = None,
+    trials: int | None = None,
+) -> SweepRun | str:
+    """One `hvit-sweep run` (as ``python -m hvit_sweeps``) in a fresh root; else why it gave nothing.
+
+    ``trials``: `run --trials`, when fewer than the study's; ``timeout``: `run --timeout`.
+    """
+    if BOX.over(WALL_FINISH_S):
+        return NOT_STARTED
+    make = gpu_sweep_study if profile.gpu_plan else cpu_sweep_study
     root = Path(tempfile.mkdtemp(prefix=f"wall-{tag}-", dir=logs))
     path = root / "study.toml"
     path.write_text(to_toml(make(profile, name, variant.fixed)))
     print(f"  sweep-wall {variant.label} ({tag}) ...", flush=True)
     command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *variant.flags]
+    command += ["--timeout", f"{timeout:.0f}"] if timeout is not None else []
+    command += ["--trials", str(trials)] if trials is not None and trials < profile.sweep_trials else []
+    log_path = logs / f"wall-{tag}.log"
     start = time.perf_counter()
-    with (logs / f"wall-{tag}.log").open("w") as log:
-        code = subprocess.run(command, check=False, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **variant.env}).returncode
+    with log_path.open("w") as log:
+        process = start_child(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **variant.env})
+        try:
+            wait_child(process)
+        except Stopped as err:
+            print(f"    {err}: see {log_path}", flush=True)
+            return f"{err} (see {log_path.name})"
     wall = time.perf_counter() - start
-    if code:
-        print(f"    `run` exited {code}: see {logs / f'wall-{tag}.log'}", flush=True)
-        return None
-    return wall, study_stats(root / "store", name), root.name
+    if process.returncode:
+        print(f"    `run` exited {process.returncode}: see {log_path}", flush=True)
+        return f"`run` exited {process.returncode} (see {log_path.name})"
+    return SweepRun(wall, study_stats(root / "store", name), root.name)
 
 
 def study_stats(store: Path, name: str) -> dict[str, int]:
@@ -594,9 +860,13 @@ def study_stats(store: Path, name: str) -> dict[str, int]:
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+    trials = [t for t in trials if not t.user_attrs.get("hvit.surplus")]  # extra asks of parallel workers, failed at once
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
     return {
-        "complete": sum(t.state == TrialState.COMPLETE for t in trials),
-        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+        "complete": counts["complete"],
+        "pruned": counts["pruned"],
+        "failed": counts["fail"],
+        "finished": sum(counts.values()),
         "epochs": sum(int(t.user_attrs.get("hvit.epoch", 0)) for t in trials),
     }
 
@@ -641,41 +911,59 @@ class CallTimer:
         return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
+TRACKING_SHARES = (0.3, 0.4)  # under --time-box: the first direct pass's and the tracked run's shares of the time left
+
+
 def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
-    """An in-process sweep with MLflow calls timed, between two passes of the same configs through train() alone."""
+    """An in-process sweep with MLflow calls timed, between two passes of the same configs through train() alone.
+
+    Under ``--time-box`` each part stops starting trials at its share; only trials measured in
+    all three parts are compared.
+    """
+    setting = "in-process `run` vs the same configs through train()"
+    if BOX.over():
+        report.add(Row("tracking-overhead", "trial time s (tracked)", setting, None, "s", note=NOT_STARTED))
+        return
     from mlflow import MlflowClient
 
     from hvit_sweeps.tracking import Tracker
 
     root = Path(tempfile.mkdtemp(prefix="tracking-", dir=logs))
-    make = cpu_sweep_study if profile.device == "cpu" else _gpu_tracking_study
+    make = _gpu_tracking_study if profile.gpu_plan else cpu_sweep_study
     path = root / "study.toml"
     path.write_text(to_toml(make(profile, "bench-tracking", NAIVE)))
     print("  tracking-overhead: direct train() pass 1 ...", flush=True)
-    first = direct_durations(path, profile)
+    first = direct_durations(path, profile, until=_box_share(TRACKING_SHARES[0]))
     timer = CallTimer()
     undo = [timer.wrap(Tracker), timer.wrap(MlflowClient)]
     print("  tracking-overhead: tracked sweep ...", flush=True)
+    share = _box_share(TRACKING_SHARES[1])
     try:
-        trials = run_inprocess(path, root / "store", profile)
+        trials = run_inprocess(path, root / "store", profile, timeout=None if share is None else share - time.monotonic())
     finally:
         for restore in undo:
             restore()
     print("  tracking-overhead: direct train() pass 2 ...", flush=True)
-    second = direct_durations(path, profile)
+    second = direct_durations(path, profile, only=set(first), until=_box_share(1.0))
     add_tracking_rows(report, trials, timer, first, second)
+
+
+def _box_share(fraction: float) -> float | None:
+    """The monotonic time at which ``fraction`` of the time box's remaining seconds will have passed."""
+    left = BOX.left()
+    return None if left is None else time.monotonic() + max(0.0, left) * fraction
 
 
 def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     study = cpu_sweep_study(profile, name, extra)
-    study["max_epochs"] = 10
+    study["max_epochs"] = profile.tracking_epochs
     study["fixed"].update({"data.max_train_samples": profile.sweep_samples, "data.batch_size": profile.batch_size,
                            "data.loader": "device", "runtime.amp": True, "runtime.cuda_graphs": True})
     return study
 
 
-def run_inprocess(path: Path, store: Path, profile: Profile) -> list[Any]:
-    """``hvit-sweep run`` in this process, so its MLflow calls can be timed."""
+def run_inprocess(path: Path, store: Path, profile: Profile, *, timeout: float | None = None) -> list[Any]:
+    """``hvit-sweep run`` in this process, so its MLflow calls can be timed; ``timeout``: no trial starts after it."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
 
@@ -684,15 +972,21 @@ def run_inprocess(path: Path, store: Path, profile: Profile) -> list[Any]:
 
     hvit_console.console.quiet = True
     try:
-        app(["run", "--study", str(path), "--root", str(store), "--device", profile.device], standalone_mode=False)
+        limit = [] if timeout is None else ["--timeout", f"{max(1.0, timeout):.0f}"]
+        app(["run", "--study", str(path), "--root", str(store), "--device", profile.device, *limit], standalone_mode=False)
     finally:
         hvit_console.console.quiet = False
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
     return optuna.load_study(study_name="bench-tracking", storage=storage).get_trials(deepcopy=False)
 
 
-def direct_durations(path: Path, profile: Profile) -> dict[tuple, float]:
-    """train() alone for every point of the study's grid (same configs, same data, no MLflow, no Optuna), by params."""
+def direct_durations(
+    path: Path, profile: Profile, *, only: set[tuple] | None = None, until: float | None = None
+) -> dict[tuple, float]:
+    """train() alone for every point of the study's grid (same configs, same data, no MLflow, no Optuna), by params.
+
+    ``only``: just these points; ``until``: start none after this monotonic time.
+    """
     import itertools
 
     import optuna
@@ -709,6 +1003,8 @@ def direct_durations(path: Path, profile: Profile) -> dict[tuple, float]:
     durations = {}
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
+        if (only is not None and _key(params) not in only) or (until is not None and time.monotonic() >= until):
+            continue
         overrides = spec.suggest(optuna.trial.FixedTrial(params))
         with tempfile.TemporaryDirectory(prefix="bench-direct-") as tmp:
             config = spec.trial_config(overrides, {**cli, "checkpoint_path": str(Path(tmp) / "best.pth")})
@@ -725,10 +1021,15 @@ def _key(params: dict[str, Any]) -> tuple:
 def add_tracking_rows(
     report: Report, trials: Sequence[Any], timer: CallTimer, first: dict[tuple, float], second: dict[tuple, float]
 ) -> None:
-    done = [t for t in trials if t.duration is not None and _key(t.params) in first]
+    done = [t for t in trials if t.duration is not None and _key(t.params) in first and _key(t.params) in second]
+    if not done:
+        report.add(Row("tracking-overhead", "trial time s (tracked)", "in-process `run` vs the same configs through train()",
+                       None, "s", note="no trial was measured in all three parts (time box?)"))
+        return
     tracked = {t.number: t.duration.total_seconds() for t in done}
     direct = {t.number: (first[_key(t.params)] + second[_key(t.params)]) / 2 for t in done}
-    noise = abs(sum(first.values()) - sum(second.values())) / statistics.mean([sum(first.values()), sum(second.values())])
+    sums = [sum(first[k] for k in second), sum(second.values())]
+    noise = abs(sums[0] - sums[1]) / statistics.mean(sums)
     extra = statistics.median(tracked[n] - direct[n] for n in tracked)
     by_method = timer.within([(t.datetime_start, t.datetime_complete) for t in done])
     mlflow_s = sum(by_method.values())
@@ -776,12 +1077,20 @@ def _fmt(value: float | None) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def markdown(path: Path) -> str:
-    """A saved JSON as one Markdown table per section, skipped combinations summarised (for RESULTS.md)."""
-    data = json.loads(path.read_text())
+def markdown(paths: Sequence[Path]) -> str:
+    """Saved JSONs as one Markdown table per section, skipped combinations summarised (for RESULTS.md).
+
+    Several files (gpu_all.py writes one per section) are merged; a line per distinct run
+    says on what, when and with which profile it was measured.
+    """
+    runs = [json.loads(path.read_text()) for path in paths]
     out = []
+    if len(runs) > 1:
+        seen = dict.fromkeys(f"{m['device']}, {m['date']}, torch {m['torch']}, profile {m['profile']}" for m in (r["meta"] for r in runs))
+        out += [f"Measured on: {line}." for line in seen] + [""]
+    all_rows = [row for run in runs for row in run["rows"]]
     for section in SECTIONS:
-        rows = [r for r in data["rows"] if r["section"] == section and r["name"] != "skipped"]
+        rows = [r for r in all_rows if r["section"] == section and r["name"] != "skipped"]
         if not rows:
             continue
         out += [f"#### {section}", "", "| name | setting | value | baseline | ratio | load | note |", "|---|---|---:|---:|---:|---:|---|"]
@@ -789,7 +1098,7 @@ def markdown(path: Path) -> str:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
             out.append(f"| {r['name']} | {r['setting']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | {ratio} | {r['load']} | {r['note']} |")
         skipped: dict[str, int] = {}
-        for r in data["rows"]:
+        for r in all_rows:
             if r["section"] == section and r["name"] == "skipped":
                 skipped[r["note"]] = skipped.get(r["note"], 0) + 1
         out += [""] + [f"Skipped: {n} combinations, {reason}." for reason, n in skipped.items()] + [""]
@@ -801,6 +1110,7 @@ def meta(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
 
     return {
         "profile": profile.name,
+        "runtime_device": profile.device,
         "device": device_name(profile.device),
         "cpu": cpu_model(),
         "date": dt.date.today().isoformat(),
@@ -811,21 +1121,39 @@ def meta(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_start": os.getloadavg(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "profile_settings": {k: str(v) for k, v in asdict(profile).items()},
+        "time_box_s": args.time_box,
         "data": "synthetic (random CIFAR-100-shaped images, not real)",
     }
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu: tiny sizes; gpu: the issue's sizes")
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu: tiny sizes; gpu: the issue's sizes; gpu-quick: what fits one ~8-minute device "
+                        "command (gpu_all.py); gpu-dry: gpu-quick's plan on the CPU with tiny sizes")
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--out", type=Path, help="JSON path [default: benchmarks/out/bench-<host>-<date>.json]")
     parser.add_argument("--full", action="store_true", help="train: run every combination, skipping nothing")
     parser.add_argument("--sweep-trials", type=int, help="gpu sweep-wall: trials per variant [default: 16]; the cpu grid has 6")
     parser.add_argument("--repeats", type=int, help="runs per measurement; the best is kept [default: 1]")
-    parser.add_argument("--markdown", type=Path, help="print a saved JSON as Markdown tables and exit")
+    parser.add_argument("--cases", type=parse_cases, metavar="S/P/L/M,...",
+                        help="train: only these cases, in this order, e.g. small/bf16/device/eager,small/bf16/device/cuda_graphs")
+    parser.add_argument("--k", type=_int_list, metavar="1,2,4,8", help="sweep-throughput: the concurrent process counts")
+    parser.add_argument("--time-box", type=float, metavar="SECONDS",
+                        help="start no measurement after this many seconds, and stop one in progress; rows so far are kept")
+    parser.add_argument("--logs", type=Path, help="worker logs and study files [default: benchmarks/out/logs-<time>]")
+    parser.add_argument("--markdown", type=Path, nargs="+", metavar="JSON", help="print saved JSONs as Markdown tables and exit")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    return tuple(int(item) for item in text.split(",") if item.strip())
+
+
+def with_overrides(profile: Profile, args: argparse.Namespace) -> Profile:
+    """The profile with the command line's --sweep-trials, --repeats, --cases and --k."""
+    changes = {"sweep_trials": args.sweep_trials, "repeats": args.repeats, "cases": args.cases, "concurrency": args.k}
+    return replace(profile, **{key: value for key, value in changes.items() if value})
 
 
 def main(argv: Sequence[str]) -> None:
@@ -836,38 +1164,48 @@ def main(argv: Sequence[str]) -> None:
     if args.markdown:
         print(markdown(args.markdown))
         return
-    profile = PROFILES[args.profile]
+    BOX.seconds, BOX.started = args.time_box, time.monotonic()
+    signal.signal(signal.SIGTERM, _terminate)
+    profile = with_overrides(PROFILES[args.profile], args)
     if profile.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            sys.exit("--profile gpu: no CUDA GPU is visible here; use --profile cpu")
-    if args.sweep_trials:
-        profile = replace(profile, sweep_trials=args.sweep_trials)
-    if args.repeats:
-        profile = replace(profile, repeats=args.repeats)
+            sys.exit(f"--profile {profile.name}: no CUDA GPU is visible here; use --profile cpu")
     report = Report(meta=meta(profile, args))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    logs = OUT_DIR / f"logs-{stamp}"
+    logs = args.logs or OUT_DIR / f"logs-{stamp}"
     logs.mkdir(parents=True, exist_ok=True)
+    report.path = args.out or OUT_DIR / f"bench-{report.meta['host']}-{report.meta['date']}.json"
+    report.meta["logs"] = str(logs)
     sections = {
         "train": lambda: bench_train(profile, report, logs=logs, full=args.full),
         "sweep-throughput": lambda: bench_throughput(profile, report, logs=logs),
         "sweep-wall": lambda: bench_wall(profile, report, logs=logs),
         "tracking-overhead": lambda: bench_tracking(profile, report, logs=logs),
     }
-    timings = {}
-    for name in args.only or SECTIONS:
-        print(f"[{name}]", flush=True)
-        start = time.perf_counter()
-        sections[name]()
-        timings[name] = time.perf_counter() - start
-    report.meta.update(section_seconds=timings, loadavg_end=os.getloadavg(), logs=str(logs))
-    out = args.out or OUT_DIR / f"bench-{report.meta['host']}-{report.meta['date']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": report.meta, "rows": [asdict(r) for r in report.rows]}, indent=2, default=str))
+    timings: dict[str, float] = {}
+    report.meta["section_seconds"] = timings
+    name = ""
+    try:
+        for name in args.only or SECTIONS:
+            print(f"[{name}]", flush=True)
+            start = time.perf_counter()
+            try:
+                sections[name]()
+            finally:
+                timings[name] = time.perf_counter() - start
+    except Terminated as err:
+        report.meta["stopped"] = f"{err} during {name}: rows measured before it are kept"
+        print(f"stopped by {err} during {name}", flush=True)
+    finally:
+        stop_all_children()
+        report.meta.update(loadavg_end=os.getloadavg())
+        report.save()
     print_table(report)
-    print(f"wrote {out}")
+    print(f"wrote {report.path}")
+    if "stopped" in report.meta:
+        sys.exit(143)
 
 
 if __name__ == "__main__":
