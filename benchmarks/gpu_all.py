@@ -207,7 +207,7 @@ def card(driver: Driver, *, wheels: Path | None) -> bool:
     """The machine, the card and the versions in driver.json; False if the project cannot be imported."""
     record = driver.record
     record["card"] = {
-        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
         "kernel": platform.release(),
         "cpu": _cpu_model(),
@@ -436,7 +436,7 @@ def main(argv: Sequence[str]) -> int:
                 driver.results[-1].status = f"interrupted by {err}"
             code = 143
         finally:
-            driver.record["finished_utc"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            driver.record["finished_utc"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
             driver.save()
             driver.say(f"logs.tar.gz: {tar_logs(logs, args.out / 'logs.tar.gz')} logs")
             driver.say("summary\n" + summary(driver))

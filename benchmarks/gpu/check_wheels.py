@@ -18,12 +18,12 @@ import argparse
 import importlib.metadata as md
 import re
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
 
-import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
