@@ -420,7 +420,7 @@ def runtime_notes(runtime: RuntimeConfig, device: torch.device) -> list[str]:
     if why:
         notes.append(f"{why}: running eager steps instead")
     if device.type == "cpu" and precision.dtype == torch.float16:
-        # Measured in benchmarks/RESULTS.md: fp16 autocast kernels on a CPU are mostly emulated.
+        # Measured on this project's CPU runs (benchmarks/RESULTS.md), not assumed.
         notes.append("fp16 autocast on a CPU runs 13-35x slower than fp32: use --autocast-dtype bf16 or --no-amp")
     return notes
 
