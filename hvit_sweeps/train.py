@@ -536,13 +536,15 @@ class _Saver:
         """Write the model as it is now; ``resumable=False`` leaves out the optimizer state (a third of the bytes)."""
         if path is None:
             return
-        training_state = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "history": history,
-            "best": best.as_dict(),
-        }
+        training_state = None
+        if resumable:
+            training_state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "history": history,
+                "best": best.as_dict(),
+            }
         save_checkpoint(
             path,
             model=self.model,
@@ -550,7 +552,7 @@ class _Saver:
             epoch=epoch,
             metrics=metrics,
             class_names=self.class_names,
-            training_state=training_state if resumable else None,
+            training_state=training_state,
         )
 
 
