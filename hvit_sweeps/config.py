@@ -10,18 +10,24 @@ are never set by hand. The result is validated once and logged flattened.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hvit_sweeps.data import DataConfig, describe_dataset
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.model import ModelConfig
+
+if TYPE_CHECKING:
+    from hvit_sweeps.data import DatasetInfo
 
 __all__ = [
+    "BUILTIN_DATASETS",
+    "FOLDER_PREFIX",
+    "DataConfig",
+    "ModelConfig",
     "OptimConfig",
     "RuntimeConfig",
     "TrainConfig",
@@ -30,9 +36,12 @@ __all__ = [
     "flatten_config",
     "format_validation_error",
     "has_field",
+    "max_stages",
     "validate_config",
 ]
 
+BUILTIN_DATASETS = ("cifar100", "cifar10", "fashion-mnist", "synthetic")
+FOLDER_PREFIX = "folder:"
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
@@ -42,6 +51,162 @@ _MAX_PROBLEMS = 3
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_PositiveInt = Annotated[int, Field(gt=0)]
+_Stages = Annotated[tuple[_PositiveInt, ...], Field(min_length=1)]
+
+
+def max_stages(image_size: int, patch_size: int) -> int:
+    """Most stages a token grid supports.
+
+    The stem gives a ``G x G`` grid with ``G = image_size // patch_size``. Each
+    pooling (3x3, stride 2, padding 1) maps ``g`` to ``ceil(g / 2)`` and needs
+    ``g >= 2``, so the grid allows one stage plus one per possible halving.
+
+    Args:
+        image_size: Side of the square input image in pixels.
+        patch_size: Side of a square patch in pixels.
+
+    Returns:
+        The number of stages, or 0 when the patch is larger than the image.
+    """
+    grid = image_size // patch_size
+    if grid < 1:
+        return 0
+    # ceil(log2(g)) halvings take g down to 1.
+    return 1 + math.ceil(math.log2(grid))
+
+
+def _min_grid(num_stages: int) -> int:
+    """Smallest token grid side that supports ``num_stages`` stages."""
+    if num_stages <= 1:
+        return 1
+    return 2 ** (num_stages - 2) + 1
+
+
+class ModelConfig(_Strict):
+    """Architecture of a :class:`HierarchicalViT`, validated as a whole.
+
+    The per-stage tuples follow PiT: entry ``i`` of ``embed_dims``, ``depths``
+    and ``num_heads`` describes stage ``i``.
+    """
+
+    embed_dims: _Stages = Field((64, 128, 256), description="Channel width of each stage.")
+    depths: _Stages = Field((2, 2, 2), description="Number of transformer blocks in each stage.")
+    num_heads: _Stages = Field((2, 4, 8), description="Attention heads in each stage.")
+    patch_size: _PositiveInt = Field(4, description="Side of a square patch in pixels.")
+    mlp_ratio: float = Field(
+        4.0, gt=0, description="MLP hidden width as a multiple of the stage width."
+    )
+    drop_path_rate: float = Field(
+        0.1, ge=0, lt=1, description="Stochastic depth rate of the last block; rises linearly from 0."
+    )
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout in the MLP, attention output and position embedding."
+    )
+    num_classes: _PositiveInt = Field(100, description="Number of output classes.")
+    in_chans: _PositiveInt = Field(3, description="Channels of the input image.")
+    image_size: _PositiveInt = Field(32, description="Side of the square input image in pixels.")
+
+    @property
+    def num_stages(self) -> int:
+        """Number of stages."""
+        return len(self.embed_dims)
+
+    @property
+    def total_depth(self) -> int:
+        """Number of transformer blocks over all stages."""
+        return sum(self.depths)
+
+    @property
+    def grid_size(self) -> int:
+        """Side of the token grid after the patch stem."""
+        return self.image_size // self.patch_size
+
+    @model_validator(mode="after")
+    def _check_architecture(self) -> ModelConfig:
+        # Checked in order, so each message can rely on the rules before it.
+        _check_stage_lengths(self)
+        _check_head_split(self)
+        _check_patch_grid(self)
+        return self
+
+
+def _check_stage_lengths(config: ModelConfig) -> None:
+    lengths = (len(config.embed_dims), len(config.depths), len(config.num_heads))
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            "embed_dims, depths and num_heads need one entry per stage; got {}, {}, {}".format(*lengths)
+        )
+
+
+def _check_head_split(config: ModelConfig) -> None:
+    for stage, (dim, heads) in enumerate(zip(config.embed_dims, config.num_heads)):
+        if dim % heads:
+            raise ValueError(f"stage {stage}: embed_dims {dim} is not divisible by num_heads {heads}")
+
+
+def _check_patch_grid(config: ModelConfig) -> None:
+    if config.image_size % config.patch_size:
+        raise ValueError(
+            f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}"
+        )
+    if config.num_stages > max_stages(config.image_size, config.patch_size):
+        need, grid = _min_grid(config.num_stages), config.grid_size
+        raise ValueError(
+            f"{config.num_stages} stages need a token grid of at least {need}x{need}, but "
+            f"image_size {config.image_size} / patch_size {config.patch_size} gives {grid}x{grid}: "
+            "use fewer stages or a smaller patch_size"
+        )
+
+
+class DataConfig(_Strict):
+    """Where the data comes from and how it is split, augmented and batched."""
+
+    dataset: str = Field(
+        "cifar100", description="Dataset: cifar100, cifar10, fashion-mnist, synthetic or folder:PATH."
+    )
+    data_dir: Path = Field(Path("data"), description="Folder that holds (or receives) downloaded datasets.")
+    download: bool = Field(True, description="Download a missing dataset where that is possible.")
+    val_split: float = Field(0.1, gt=0, lt=1, description="Share of the train set held out for validation.")
+    batch_size: int = Field(128, ge=1, description="Samples per batch.")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (cpu loader only).")
+    loader: Literal["auto", "cpu", "device"] = Field(
+        "auto", description="Where batches are built: cpu workers, the device, or auto (device on CUDA)."
+    )
+    augment: Literal["none", "basic", "trivialaugment", "randaugment"] = Field(
+        "basic", description="Train augmentation: none, basic (crop+flip), or basic plus TrivialAugment/RandAugment."
+    )
+    mixup_alpha: float = Field(0.0, ge=0, description="MixUp Beta(alpha, alpha); 0 turns it off.")
+    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 turns it off.")
+    image_size: int | None = Field(
+        None, ge=1, description="folder: datasets only: resize images to this square size (default 32)."
+    )
+    max_train_samples: int | None = Field(
+        None, ge=1, description="Use a stratified subset of this many train samples (smoke runs)."
+    )
+    max_eval_samples: int | None = Field(
+        None, ge=1, description="Cap val and test at this many samples each (stratified)."
+    )
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        name = value.strip()
+        if name.startswith(FOLDER_PREFIX):
+            if not name[len(FOLDER_PREFIX) :].strip():
+                raise ValueError("folder: needs a path, e.g. folder:/data/my_images")
+            return name
+        if name.lower() in BUILTIN_DATASETS:
+            return name.lower()
+        raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(BUILTIN_DATASETS)} or folder:PATH")
+
+    @model_validator(mode="after")
+    def _image_size_only_for_folders(self) -> DataConfig:
+        if self.image_size is not None and not self.dataset.startswith(FOLDER_PREFIX):
+            raise ValueError("image_size applies only to folder:PATH datasets; built-ins keep their native size")
+        return self
 
 
 class OptimConfig(_Strict):
@@ -119,12 +284,16 @@ class TrainConfig(_Strict):
         return path.with_name(f"{path.stem}_last{path.suffix or '.pth'}")
 
 
-def build_config(*layers: Mapping[str, Any], source: str = "config") -> TrainConfig:
+def build_config(
+    *layers: Mapping[str, Any], source: str = "config", info: DatasetInfo | None = None
+) -> TrainConfig:
     """Merge layers over the defaults, fill the dataset's shape in, validate once.
 
     Args:
         layers: Dicts of overrides, nested or with dotted keys; later ones win.
         source: Names where the values came from, for error messages.
+        info: The dataset's facts, when the caller has them already. Otherwise they
+            are looked up once per process (a ``folder:`` dataset is scanned once).
 
     Raises:
         HvitError: One line per bad field, each naming the field and the problem.
@@ -135,8 +304,10 @@ def build_config(*layers: Mapping[str, Any], source: str = "config") -> TrainCon
     for name in _DATA_SHAPED_FIELDS:
         merged.get("model", {}).pop(name, None)
     try:
-        data = DataConfig.model_validate(merged.get("data", {}))
-        info = describe_dataset(data)
+        if info is None:
+            from hvit_sweeps.data import describe_dataset  # torch: only when a config is built
+
+            info = describe_dataset(DataConfig.model_validate(merged.get("data", {})))
         merged.setdefault("model", {}).update(
             num_classes=info.num_classes, in_chans=info.channels, image_size=info.image_size
         )

@@ -13,20 +13,20 @@ Differences from PiT, chosen to stay small and simple:
 * pooling is a depthwise 3x3 stride-2 convolution followed by a pointwise one.
 
 The module knows nothing about data, training or tracking. Everything it needs
-comes from one frozen :class:`ModelConfig`.
+comes from one frozen :class:`~hvit_sweeps.config.ModelConfig`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
+
+from hvit_sweeps.config import ModelConfig
 
 __all__ = [
     "Attention",
@@ -34,124 +34,12 @@ __all__ = [
     "DropPath",
     "HierarchicalViT",
     "Mlp",
-    "ModelConfig",
     "PatchEmbeddingConv",
     "PoolingLayer",
     "build_model",
     "count_flops",
     "count_parameters",
-    "max_stages",
 ]
-
-_PositiveInt = Annotated[int, Field(gt=0)]
-_Stages = Annotated[tuple[_PositiveInt, ...], Field(min_length=1)]
-
-
-def max_stages(image_size: int, patch_size: int) -> int:
-    """Most stages a token grid supports.
-
-    The stem gives a ``G x G`` grid with ``G = image_size // patch_size``. Each
-    pooling (3x3, stride 2, padding 1) maps ``g`` to ``ceil(g / 2)`` and needs
-    ``g >= 2``, so the grid allows one stage plus one per possible halving.
-
-    Args:
-        image_size: Side of the square input image in pixels.
-        patch_size: Side of a square patch in pixels.
-
-    Returns:
-        The number of stages, or 0 when the patch is larger than the image.
-    """
-    grid = image_size // patch_size
-    if grid < 1:
-        return 0
-    # ceil(log2(g)) halvings take g down to 1.
-    return 1 + math.ceil(math.log2(grid))
-
-
-def _min_grid(num_stages: int) -> int:
-    """Smallest token grid side that supports ``num_stages`` stages."""
-    if num_stages <= 1:
-        return 1
-    return 2 ** (num_stages - 2) + 1
-
-
-class ModelConfig(BaseModel):
-    """Architecture of a :class:`HierarchicalViT`, validated as a whole.
-
-    The per-stage tuples follow PiT: entry ``i`` of ``embed_dims``, ``depths``
-    and ``num_heads`` describes stage ``i``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    embed_dims: _Stages = Field((64, 128, 256), description="Channel width of each stage.")
-    depths: _Stages = Field((2, 2, 2), description="Number of transformer blocks in each stage.")
-    num_heads: _Stages = Field((2, 4, 8), description="Attention heads in each stage.")
-    patch_size: _PositiveInt = Field(4, description="Side of a square patch in pixels.")
-    mlp_ratio: float = Field(
-        4.0, gt=0, description="MLP hidden width as a multiple of the stage width."
-    )
-    drop_path_rate: float = Field(
-        0.1, ge=0, lt=1, description="Stochastic depth rate of the last block; rises linearly from 0."
-    )
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="Dropout in the MLP, attention output and position embedding."
-    )
-    num_classes: _PositiveInt = Field(100, description="Number of output classes.")
-    in_chans: _PositiveInt = Field(3, description="Channels of the input image.")
-    image_size: _PositiveInt = Field(32, description="Side of the square input image in pixels.")
-
-    @property
-    def num_stages(self) -> int:
-        """Number of stages."""
-        return len(self.embed_dims)
-
-    @property
-    def total_depth(self) -> int:
-        """Number of transformer blocks over all stages."""
-        return sum(self.depths)
-
-    @property
-    def grid_size(self) -> int:
-        """Side of the token grid after the patch stem."""
-        return self.image_size // self.patch_size
-
-    @model_validator(mode="after")
-    def _check_architecture(self) -> ModelConfig:
-        # Checked in order, so each message can rely on the rules before it.
-        _check_stage_lengths(self)
-        _check_head_split(self)
-        _check_patch_grid(self)
-        return self
-
-
-def _check_stage_lengths(config: ModelConfig) -> None:
-    lengths = (len(config.embed_dims), len(config.depths), len(config.num_heads))
-    if len(set(lengths)) > 1:
-        raise ValueError(
-            "embed_dims, depths and num_heads need one entry per stage; got {}, {}, {}".format(*lengths)
-        )
-
-
-def _check_head_split(config: ModelConfig) -> None:
-    for stage, (dim, heads) in enumerate(zip(config.embed_dims, config.num_heads)):
-        if dim % heads:
-            raise ValueError(f"stage {stage}: embed_dims {dim} is not divisible by num_heads {heads}")
-
-
-def _check_patch_grid(config: ModelConfig) -> None:
-    if config.image_size % config.patch_size:
-        raise ValueError(
-            f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}"
-        )
-    if config.num_stages > max_stages(config.image_size, config.patch_size):
-        need, grid = _min_grid(config.num_stages), config.grid_size
-        raise ValueError(
-            f"{config.num_stages} stages need a token grid of at least {need}x{need}, but "
-            f"image_size {config.image_size} / patch_size {config.patch_size} gives {grid}x{grid}: "
-            "use fewer stages or a smaller patch_size"
-        )
-
 
 class PatchEmbeddingConv(nn.Module):
     """Cuts the image into non-overlapping patches and embeds each as a token."""

@@ -23,9 +23,8 @@ from typing import Annotated, Any, Literal, Union
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field
+from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field, max_stages
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.model import max_stages
 
 __all__ = [
     "StudySpec",

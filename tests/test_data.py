@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from torchvision.datasets import cifar as tv_cifar
 
 from hvit_sweeps import data
+from hvit_sweeps.config import DataConfig
 from hvit_sweeps.data import (
     CIFAR100_CLASSES,
-    DataConfig,
     DatasetInfo,
     DatasetSplits,
     Split,

@@ -8,15 +8,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 
+from hvit_sweeps.config import ModelConfig, max_stages
 from hvit_sweeps.model import (
     Attention,
     DropPath,
-    ModelConfig,
     PoolingLayer,
     build_model,
     count_flops,
     count_parameters,
-    max_stages,
 )
 
 TINY: dict[str, Any] = dict(embed_dims=(16, 32), depths=(1, 1), num_heads=(2, 2), drop_path_rate=0.0)
