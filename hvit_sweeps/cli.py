@@ -12,13 +12,19 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.flags import config_flags, parse_sets, set_args
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hvit_sweeps.sweep import Connected, Sweep
 
 __all__ = ["app", "main"]
 
@@ -65,109 +71,22 @@ def main() -> None:
     app()
 
 
-def _int_tuple(value: Optional[str]) -> Optional[tuple[int, ...]]:
-    if value is None:
-        return None
-    try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 64,128,256") from None
-
-
-def _help(path: str) -> str:
-    from hvit_sweeps.config import field_help
-
-    return field_help(path)
-
-
-# Flag name -> config path. One table, read by `train` and by `run`/`worker`.
-TRAIN_FLAGS = {
-    "dataset": "data.dataset",
-    "data_dir": "data.data_dir",
-    "download": "data.download",
-    "val_split": "data.val_split",
-    "batch_size": "data.batch_size",
-    "num_workers": "data.num_workers",
-    "loader": "data.loader",
-    "augment": "data.augment",
-    "mixup": "data.mixup_alpha",
-    "cutmix": "data.cutmix_alpha",
-    "max_train_samples": "data.max_train_samples",
-    "max_eval_samples": "data.max_eval_samples",
-    "epochs": "epochs",
-    "lr": "optim.lr",
-    "weight_decay": "optim.weight_decay",
-    "warmup_epochs": "optim.warmup_epochs",
-    "label_smoothing": "optim.label_smoothing",
-    "grad_clip": "optim.grad_clip",
-    "embed_dims": "model.embed_dims",
-    "depths": "model.depths",
-    "num_heads": "model.num_heads",
-    "patch_size": "model.patch_size",
-    "mlp_ratio": "model.mlp_ratio",
-    "drop_path": "model.drop_path_rate",
-    "dropout": "model.dropout",
-    "device": "runtime.device",
-    "amp": "runtime.amp",
-    "autocast_dtype": "runtime.autocast_dtype",
-    "compile": "runtime.compile",
-    "cuda_graphs": "runtime.cuda_graphs",
-    "channels_last": "runtime.channels_last",
-    "seed": "seed",
-    "monitor": "monitor",
-    "checkpoint_path": "checkpoint_path",
-    "save_final": "save_final",
-    "evaluate_test": "evaluate_test",
-}
-
-
-def flag_layer(values: dict[str, Any]) -> dict[str, Any]:
-    """The flags the user gave, keyed by config path."""
-    return {TRAIN_FLAGS[name]: value for name, value in values.items() if name in TRAIN_FLAGS and value is not None}
-
-
 Opt = typer.Option
+SetOpt = Annotated[
+    list[str] | None,
+    Opt("--set", metavar="PATH=VALUE", help="Override any config path, e.g. --set optim.beta2=0.98 (repeatable)."),
+]
 
 
 @app.command()
+@config_flags()
 def train(
-    dataset: Annotated[Optional[str], Opt(help=_help("data.dataset"))] = None,
-    data_dir: Annotated[Optional[Path], Opt(help=_help("data.data_dir"))] = None,
-    download: Annotated[Optional[bool], Opt("--download/--no-download", help=_help("data.download"))] = None,
-    val_split: Annotated[Optional[float], Opt(help=_help("data.val_split"))] = None,
-    batch_size: Annotated[Optional[int], Opt(help=_help("data.batch_size"))] = None,
-    num_workers: Annotated[Optional[int], Opt(help=_help("data.num_workers"))] = None,
-    loader: Annotated[Optional[str], Opt(help=_help("data.loader"))] = None,
-    augment: Annotated[Optional[str], Opt(help=_help("data.augment"))] = None,
-    mixup: Annotated[Optional[float], Opt(help=_help("data.mixup_alpha"))] = None,
-    cutmix: Annotated[Optional[float], Opt(help=_help("data.cutmix_alpha"))] = None,
-    max_train_samples: Annotated[Optional[int], Opt(help=_help("data.max_train_samples"))] = None,
-    max_eval_samples: Annotated[Optional[int], Opt(help=_help("data.max_eval_samples"))] = None,
-    epochs: Annotated[Optional[int], Opt(help=_help("epochs"))] = None,
-    lr: Annotated[Optional[float], Opt(help=_help("optim.lr"))] = None,
-    weight_decay: Annotated[Optional[float], Opt(help=_help("optim.weight_decay"))] = None,
-    warmup_epochs: Annotated[Optional[float], Opt(help=_help("optim.warmup_epochs"))] = None,
-    label_smoothing: Annotated[Optional[float], Opt(help=_help("optim.label_smoothing"))] = None,
-    grad_clip: Annotated[Optional[float], Opt(help=_help("optim.grad_clip"))] = None,
-    embed_dims: Annotated[Optional[str], Opt(help=_help("model.embed_dims"), callback=_int_tuple)] = None,
-    depths: Annotated[Optional[str], Opt(help=_help("model.depths"), callback=_int_tuple)] = None,
-    num_heads: Annotated[Optional[str], Opt(help=_help("model.num_heads"), callback=_int_tuple)] = None,
-    patch_size: Annotated[Optional[int], Opt(help=_help("model.patch_size"))] = None,
-    mlp_ratio: Annotated[Optional[float], Opt(help=_help("model.mlp_ratio"))] = None,
-    drop_path: Annotated[Optional[float], Opt(help=_help("model.drop_path_rate"))] = None,
-    dropout: Annotated[Optional[float], Opt(help=_help("model.dropout"))] = None,
-    device: Annotated[Optional[str], Opt(help=_help("runtime.device"))] = None,
-    amp: Annotated[Optional[bool], Opt("--amp/--no-amp", help=_help("runtime.amp"))] = None,
-    autocast_dtype: Annotated[Optional[str], Opt(help=_help("runtime.autocast_dtype"))] = None,
-    compile: Annotated[Optional[str], Opt(help=_help("runtime.compile"))] = None,
-    cuda_graphs: Annotated[Optional[bool], Opt("--cuda-graphs/--no-cuda-graphs", help=_help("runtime.cuda_graphs"))] = None,
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help=_help("runtime.channels_last"))] = None,
-    seed: Annotated[Optional[int], Opt(help=_help("seed"))] = None,
-    monitor: Annotated[Optional[str], Opt(help=_help("monitor"))] = None,
-    checkpoint_path: Annotated[Optional[Path], Opt(help=_help("checkpoint_path"))] = None,
-    save_final: Annotated[Optional[bool], Opt("--save-final/--no-save-final", help=_help("save_final"))] = None,
-    evaluate_test: Annotated[Optional[bool], Opt("--evaluate-test/--no-evaluate-test", help=_help("evaluate_test"))] = None,
-    resume: Annotated[Optional[Path], Opt(help="Continue a checkpoint's run: its config, weights, optimizer and schedule.")] = None,
+    *,
+    config_layer: dict[str, Any],
+    set_: SetOpt = None,
+    resume: Annotated[
+        Path | None, Opt(help="Continue a checkpoint's run: its config, weights, optimizer and schedule.")
+    ] = None,
 ) -> None:
     """Train one HViT and keep its best-by-validation checkpoint."""
     from hvit_sweeps.checkpoint import load_checkpoint
@@ -175,10 +94,9 @@ def train(
     from hvit_sweeps.console import TrainProgress, console, dataset_line, train_result_table
     from hvit_sweeps.train import train as run_training
 
-    flags = flag_layer(locals())
     checkpoint = load_checkpoint(resume) if resume is not None else None
     base = checkpoint.config.model_dump(mode="json") if checkpoint else {}
-    config = build_config(base, flags, source="train flags")
+    config = build_config(base, config_layer, parse_sets(set_), source="train flags")
     start = checkpoint.epoch + 1 if checkpoint else 1
     with TrainProgress(config.epochs, start_epoch=start) as progress:
         result = run_training(config, callbacks=[progress], resume=checkpoint)
@@ -193,13 +111,12 @@ def train(
 
 
 @app.command("eval")
+@config_flags(only=("data.data_dir", "data.download", "data.batch_size", "runtime.device"))
 def evaluate_checkpoint(
+    *,
     checkpoint: Annotated[Path, Opt(help="A .pth file from `train` or `best --export`.")],
-    data_dir: Annotated[Optional[Path], Opt(help=_help("data.data_dir"))] = None,
-    download: Annotated[Optional[bool], Opt("--download/--no-download", help=_help("data.download"))] = None,
-    batch_size: Annotated[Optional[int], Opt(help=_help("data.batch_size"))] = None,
-    device: Annotated[Optional[str], Opt(help=_help("runtime.device"))] = None,
     split: Annotated[str, Opt(help="Which split: val, test or both.")] = "both",
+    config_layer: dict[str, Any],
 ) -> None:
     """Evaluate a checkpoint on the validation split it was chosen on, and on test."""
     from hvit_sweeps.checkpoint import load_checkpoint
@@ -209,8 +126,7 @@ def evaluate_checkpoint(
     if split not in ("val", "test", "both"):
         raise typer.BadParameter(f"{split!r}: use val, test or both", param_hint="--split")
     saved = load_checkpoint(checkpoint)
-    overrides = flag_layer({"data_dir": data_dir, "download": download, "batch_size": batch_size, "device": device})
-    results, data = run_eval(saved, overrides=overrides, splits=("val", "test") if split == "both" else (split,))
+    results, data = run_eval(saved, overrides=config_layer, splits=("val", "test") if split == "both" else (split,))
     console.print(dataset_line(data.info, data.sizes, data.fingerprint))
     console.print(eval_table(saved, results))
 
@@ -218,59 +134,38 @@ def evaluate_checkpoint(
 # -- sweeps -----------------------------------------------------------------------------
 
 StudyOpt = Annotated[str, Opt("--study", help="A study name from studies/ or a path to a .toml file.")]
-StudyNameOpt = Annotated[Optional[str], Opt(help="Name in the storage [default: the study file's name].")]
+StudyNameOpt = Annotated[str | None, Opt(help="Name in the storage (default: the study file's name).")]
 StorageOpt = Annotated[
-    Optional[str],
-    Opt(envvar="HVIT_STORAGE", help="Optuna storage: postgresql://..., sqlite:///x.db, journal:PATH, redis://... [default: journal file under --root]"),
+    str | None,
+    Opt(
+        envvar="HVIT_STORAGE",
+        help="Optuna storage: postgresql://..., sqlite:///x.db, journal:PATH, redis://... (default: a journal file under --root).",
+    ),
 ]
 TrackingOpt = Annotated[
-    Optional[str],
-    Opt(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 [default: SQLite under --root]"),
+    str | None,
+    Opt(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: SQLite under --root)."),
 ]
 RootOpt = Annotated[Path, Opt(envvar="HVIT_ROOT", help="Folder of the embedded storage, tracking and artifacts.")]
-DatasetOpt = Annotated[Optional[str], Opt(help=_help("data.dataset"))]
-DataDirOpt = Annotated[Optional[Path], Opt(help=_help("data.data_dir"))]
-DeviceOpt = Annotated[Optional[str], Opt(help=_help("runtime.device"))]
-SeedOpt = Annotated[Optional[int], Opt(help=_help("seed"))]
-SetOpt = Annotated[
-    Optional[list[str]],
-    Opt("--set", help="Override any config path for every trial, e.g. --set runtime.cuda_graphs=true (repeatable)."),
-]
-TimeoutOpt = Annotated[Optional[float], Opt(help="Stop starting new trials after this many seconds.")]
+TimeoutOpt = Annotated[float | None, Opt(help="Stop starting new trials after this many seconds.")]
 HeartbeatOpt = Annotated[int, Opt(min=1, help="Seconds between RDB heartbeats; a trial silent for 3 of them is retried.")]
-
-
-def _parse_sets(items: Optional[list[str]]) -> dict[str, Any]:
-    """``KEY=VALUE`` pairs; values are read as TOML (true, 3, 1e-3, [64, 128]) or else kept as text."""
-    import tomllib
-
-    from hvit_sweeps.config import has_field
-
-    parsed: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not has_field(key.strip()):
-            raise typer.BadParameter(f"{item!r}: use PATH=VALUE with a config path such as optim.lr=1e-3", param_hint="--set")
-        try:
-            parsed[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed[key.strip()] = raw
-    return parsed
+# The config flags a sweep takes for every trial; any other path goes through --set.
+SWEEP_CONFIG_PATHS = ("data.dataset", "data.data_dir", "runtime.device", "seed")
 
 
 def _make_sweep(
     study: str,
-    study_name: Optional[str],
-    storage: Optional[str],
-    tracking_uri: Optional[str],
+    *,
+    study_name: str | None,
+    storage: str | None,
+    tracking_uri: str | None,
     root: Path,
-    flags: dict[str, Any],
+    cli: dict[str, Any],
     heartbeat: int,
-) -> Any:
+) -> Sweep:
     from hvit_sweeps.study import load_study
     from hvit_sweeps.sweep import Sweep
 
-    cli = {**flag_layer(flags), **flags.get("set", {})}
     spec, path = load_study(study, cli=cli)
     return Sweep(
         spec=spec,
@@ -285,31 +180,32 @@ def _make_sweep(
 
 
 @app.command()
+@config_flags(only=SWEEP_CONFIG_PATHS)
 def run(
+    *,
     study: StudyOpt,
-    trials: Annotated[Optional[int], Opt(min=0, help="Trials to add [default: the study file's trials].")] = None,
+    trials: Annotated[int | None, Opt(min=0, help="Trials to add (default: the study file's trials).")] = None,
     timeout: TimeoutOpt = None,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
     set_: SetOpt = None,
-    workers: Annotated[Optional[int], Opt(min=1, help="Worker processes on this machine [default: 1, in this process].")] = None,
-    devices: Annotated[Optional[str], Opt(help="GPUs to pin workers to, round-robin, e.g. 0,1,2,3.")] = None,
+    workers: Annotated[int | None, Opt(min=1, help="Worker processes on this machine (default: 1, in this process).")] = None,
+    devices: Annotated[str | None, Opt(help="GPUs to pin workers to, round-robin, e.g. 0,1,2,3.")] = None,
     trials_per_gpu: Annotated[int, Opt(min=1, help="Concurrent trials (worker processes) per GPU in --devices.")] = 1,
     resume: Annotated[bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")] = False,
     root: RootOpt = Path("mlruns"),
     heartbeat: HeartbeatOpt = 60,
+    config_layer: dict[str, Any],
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.sweep import connect, finalize, launch_workers, run_worker, worker_plan
 
-    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed, "set": _parse_sets(set_)}
-    sweep = _make_sweep(study, study_name, storage, tracking_uri, root, flags, heartbeat)
+    cli = {**config_layer, **parse_sets(set_)}
+    sweep = _make_sweep(
+        study, study_name=study_name, storage=storage, tracking_uri=tracking_uri, root=root, cli=cli, heartbeat=heartbeat
+    )
     plans = worker_plan(
         workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu
     )
@@ -323,7 +219,7 @@ def run(
             if len(plans) == 1 and not plans[0]:
                 run_worker(sweep, connected, timeout=timeout, display=dash)
             else:
-                args = _worker_args(sweep, flags, timeout=timeout)
+                args = _worker_args(sweep, timeout=timeout)
                 log_dir = root / "logs" / sweep.study_name
                 codes = launch_workers(plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
                 if any(codes):
@@ -337,28 +233,29 @@ def run(
 
 
 @app.command()
+@config_flags(only=SWEEP_CONFIG_PATHS)
 def worker(
+    *,
     study: StudyOpt,
-    trials: Annotated[Optional[int], Opt(min=1, help="Stop this worker after this many trials.")] = None,
+    trials: Annotated[int | None, Opt(min=1, help="Stop this worker after this many trials.")] = None,
     timeout: TimeoutOpt = None,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
-    dataset: DatasetOpt = None,
-    data_dir: DataDirOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
     set_: SetOpt = None,
-    worker_index: Annotated[Optional[int], Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
+    worker_index: Annotated[int | None, Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
     root: RootOpt = Path("mlruns"),
     heartbeat: HeartbeatOpt = 60,
+    config_layer: dict[str, Any],
 ) -> None:
     """Join a study and run its trials until its target is reached (one process of many)."""
     from hvit_sweeps.console import console
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
-    flags = {"dataset": dataset, "data_dir": data_dir, "device": device, "seed": seed, "set": _parse_sets(set_)}
-    sweep = _make_sweep(study, study_name, storage, tracking_uri, root, flags, heartbeat)
+    cli = {**config_layer, **parse_sets(set_)}
+    sweep = _make_sweep(
+        study, study_name=study_name, storage=storage, tracking_uri=tracking_uri, root=root, cli=cli, heartbeat=heartbeat
+    )
     # A worker started by hand or by compose gets a seed offset from its pid.
     index = worker_index if worker_index is not None else os.getpid() % 100_000
     connected = connect(sweep, worker_index=index, workers=2)
@@ -373,7 +270,8 @@ def worker(
         finalize(sweep, connected)  # a standalone worker may be the last one; runs started by `run` leave this to it
 
 
-def _worker_args(sweep: Any, flags: dict[str, Any], *, timeout: Optional[float]) -> list[str]:
+def _worker_args(sweep: Sweep, *, timeout: float | None) -> list[str]:
+    """The flags that point a worker process at the same study, stores and overrides."""
     args = ["--study", str(sweep.spec_path), "--study-name", sweep.study_name, "--root", str(sweep.root)]
     args += ["--heartbeat", str(sweep.heartbeat)]
     if sweep.storage_url:
@@ -382,21 +280,10 @@ def _worker_args(sweep: Any, flags: dict[str, Any], *, timeout: Optional[float])
         args += ["--tracking-uri", sweep.tracking_uri]
     if timeout is not None:
         args += ["--timeout", str(timeout)]
-    for name, value in flags.items():
-        if name == "set":
-            args += [arg for key, v in value.items() for arg in ("--set", f"{key}={_toml_value(v)}")]
-        elif value is not None:
-            args += [f"--{name.replace('_', '-')}", str(value)]
-    return args
+    return args + set_args(sweep.cli)
 
 
-def _toml_value(value: Any) -> str:
-    import json
-
-    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-
-
-def _sweep_banner(sweep: Any, connected: Any, workers: int) -> str:
+def _sweep_banner(sweep: Sweep, connected: Connected, workers: int) -> str:
     from hvit_sweeps.data import describe_dataset
     from hvit_sweeps.train import resolve_device, runtime_notes
 
@@ -416,7 +303,7 @@ def _sweep_banner(sweep: Any, connected: Any, workers: int) -> str:
     )
 
 
-def _tracking_hint(sweep: Any, connected: Any) -> str:
+def _tracking_hint(sweep: Sweep, connected: Connected) -> str:
     """Where to look: the trials, best first, and the study's run with its plots."""
     from hvit_sweeps.tracking import run_url
 
@@ -445,7 +332,7 @@ def _trials_url(base: str, experiment_id: str, objective: str) -> str:
     return runs_table_url(base, experiment_id, order_by=tracked_metric(metric), ascending=direction == "minimize")
 
 
-def _load_existing(study: str, study_name: Optional[str], storage: Optional[str], root: Path) -> Any:
+def _load_existing(study: str, study_name: str | None, storage: str | None, root: Path) -> optuna.Study:
     import optuna
 
     from hvit_sweeps.study import load_study
@@ -483,7 +370,7 @@ def show(
 @app.command()
 def best(
     study: StudyOpt,
-    export: Annotated[Optional[Path], Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")] = None,
+    export: Annotated[Path | None, Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")] = None,
     top: Annotated[int, Opt(min=1, help="How many of the best trials (single objective).")] = 1,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,

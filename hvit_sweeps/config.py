@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_DATASETS",
+    "DATA_SHAPED_PATHS",
     "FOLDER_PREFIX",
     "DataConfig",
     "ModelConfig",
@@ -32,7 +33,6 @@ __all__ = [
     "RuntimeConfig",
     "TrainConfig",
     "build_config",
-    "field_help",
     "flatten_config",
     "format_validation_error",
     "has_field",
@@ -45,6 +45,7 @@ FOLDER_PREFIX = "folder:"
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
+DATA_SHAPED_PATHS = frozenset(f"model.{name}" for name in _DATA_SHAPED_FIELDS)
 # A union-typed value fails once per member; the first few problems say enough.
 _MAX_PROBLEMS = 3
 
@@ -361,19 +362,11 @@ def _flatten(node: Any, *, prefix: str) -> Iterator[tuple[str, Any]]:
 
 
 def has_field(path: str) -> bool:
-    """Whether ``path`` (``"optim.lr"``) names a settable field of TrainConfig."""
-    return _resolve_field(path) is not None and path.split(".")[-1] not in _DATA_SHAPED_FIELDS
+    """Whether ``path`` (``"optim.lr"``) names a settable field of TrainConfig.
 
-
-def field_help(path: str) -> str:
-    """The field's description plus its default, for CLI help without repeating it."""
-    field = _resolve_field(path)
-    if field is None:
-        raise KeyError(path)
-    default = field.default
-    if isinstance(default, tuple):
-        default = ",".join(str(v) for v in default)
-    return f"{field.description} [default: {default}]"
+    The whole path counts: ``data.image_size`` is settable, ``model.image_size`` is not.
+    """
+    return _resolve_field(path) is not None and path not in DATA_SHAPED_PATHS
 
 
 def _resolve_field(path: str) -> Any:
