@@ -40,8 +40,8 @@ __all__ = [
     "validate_config",
 ]
 
-BUILTIN_DATASETS = ("cifar100", "cifar10", "fashion-mnist", "synthetic")
-FOLDER_PREFIX = "folder:"
+# The one dataset list; the registry is torch-free, so --help stays fast.
+from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS, FOLDER_PREFIX  # noqa: E402
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
@@ -231,15 +231,17 @@ class RuntimeConfig(_Strict):
     """Where and how the step runs; none of it changes the maths beyond precision."""
 
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps.")
-    amp: bool = Field(True, description="Mixed precision (autocast).")
+    amp: bool | None = Field(
+        None, description="Mixed precision (autocast); auto: on for CUDA, off elsewhere (CPU autocast is often slower)."
+    )
     autocast_dtype: Literal["bf16", "fp16"] = Field(
         "bf16", description="Autocast dtype; fp16 adds a gradient scaler."
     )
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="torch.compile mode, or off."
     )
-    cuda_graphs: bool = Field(
-        False, description="Capture the whole train step in a CUDA graph (CUDA only)."
+    cuda_graphs: bool | None = Field(
+        None, description="Capture the whole train step in a CUDA graph; auto: on for CUDA where the step allows it."
     )
     channels_last: bool = Field(False, description="channels_last memory format.")
 

@@ -66,7 +66,9 @@ class ConfigFlag:
 
     def help(self) -> str:
         # Parentheses, not brackets: Rich would read "[default: x]" as markup and drop it.
-        return f"{self.field.description} (default: {_show(self.field.default)})"
+        # A switch that defaults to None is decided by the device: say "auto".
+        shown = "auto" if self.kind == "bool" and self.field.default is None else _show(self.field.default)
+        return f"{self.field.description} (default: {shown})"
 
     def annotation(self) -> Any:
         """The ``Annotated[...]`` that Typer reads; None as default means "not given"."""

@@ -40,6 +40,8 @@ __all__ = [
     "evaluate",
     "model_stats",
     "resolve_device",
+    "resolve_runtime",
+    "step_mode",
     "runtime_notes",
     "train",
 ]
@@ -94,9 +96,7 @@ class Precision:
 
     @classmethod
     def from_runtime(cls, runtime: RuntimeConfig, device: torch.device) -> Precision:
-        if not runtime.amp:
-            return cls(device.type, None)
-        return cls(device.type, torch.bfloat16 if runtime.autocast_dtype == "bf16" else torch.float16)
+        return _precision(resolve_runtime(runtime, device), device)
 
     @property
     def needs_scaler(self) -> bool:
@@ -128,6 +128,36 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise HvitError(f"--device {name}: MPS is not available here; use --device cpu or auto")
     return device
+
+
+def resolve_runtime(runtime: RuntimeConfig, device: torch.device) -> RuntimeConfig:
+    """``runtime`` with every "auto" switch decided for ``device``.
+
+    On CUDA the fast path is the default: bf16 autocast and a CUDA-graphed step
+    (eager where the step cannot be captured). Elsewhere fp32 eager: bf16 autocast
+    ran 3.5-5.6x slower than fp32 on CPUs without AVX-512 BF16 (benchmarks/RESULTS.md).
+    """
+    amp = device.type == "cuda" if runtime.amp is None else runtime.amp
+    resolved = runtime.model_copy(update={"amp": amp})
+    graphs = runtime.cuda_graphs
+    if graphs is None:
+        graphs = _graphs_refusal(resolved, device) is None
+    return resolved.model_copy(update={"cuda_graphs": graphs})
+
+
+def _precision(runtime: RuntimeConfig, device: torch.device) -> Precision:
+    """The precision of a resolved runtime."""
+    if not runtime.amp:
+        return Precision(device.type, None)
+    return Precision(device.type, torch.bfloat16 if runtime.autocast_dtype == "bf16" else torch.float16)
+
+
+def step_mode(runtime: RuntimeConfig, device: torch.device) -> str:
+    """How the train step runs: "cuda-graph", "compile=MODE" or "eager"."""
+    resolved = resolve_runtime(runtime, device)
+    if resolved.cuda_graphs and _graphs_refusal(resolved, device) is None:
+        return "cuda-graph"
+    return "eager" if resolved.compile == "off" else f"compile={resolved.compile}"
 
 
 def seed_everything(seed: int) -> None:
@@ -195,7 +225,7 @@ def train(
     memory_format = torch.channels_last if config.runtime.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
 
-    use_graphs = config.runtime.cuda_graphs and _graphs_refusal(config.runtime, device, precision) is None
+    use_graphs = step_mode(config.runtime, device) == "cuda-graph"
     steps_per_epoch = len(loaders.train)
     optimizer = _make_optimizer(model, config.optim, device, capturable=use_graphs)
     scheduler = _make_schedule(optimizer, config.optim, steps_per_epoch, config.epochs)
@@ -414,27 +444,28 @@ def runtime_notes(runtime: RuntimeConfig, device: torch.device) -> list[str]:
 
     ``train`` returns these with its result; ``run`` prints them once before a sweep.
     """
-    precision = Precision.from_runtime(runtime, device)
+    resolved = resolve_runtime(runtime, device)
+    precision = _precision(resolved, device)
     notes = []
-    why = _graphs_refusal(runtime, device, precision)
-    if why:
-        notes.append(f"{why}: running eager steps instead")
+    why = _graphs_refusal(resolved, device)
+    if why and runtime.cuda_graphs:
+        notes.append(f"--cuda-graphs: {why}; running eager steps instead")
+    elif why and runtime.cuda_graphs is None and device.type == "cuda":
+        notes.append(f"CUDA graphs (auto) are off: {why}; running eager steps")
     if device.type == "cpu" and precision.dtype == torch.float16:
         # Measured on this project's CPU runs (benchmarks/RESULTS.md), not assumed.
         notes.append("fp16 autocast on a CPU runs 13-35x slower than fp32: use --autocast-dtype bf16 or --no-amp")
     return notes
 
 
-def _graphs_refusal(runtime: RuntimeConfig, device: torch.device, precision: Precision) -> str | None:
-    """Why a requested CUDA graph cannot be used: it needs CUDA, no loss scaler (it syncs), no second graph layer."""
-    if not runtime.cuda_graphs:
-        return None
+def _graphs_refusal(runtime: RuntimeConfig, device: torch.device) -> str | None:
+    """Why this step cannot be captured: a graph needs CUDA, no loss scaler (it syncs), no second graph layer."""
     if device.type != "cuda":
-        return f"--cuda-graphs needs a CUDA device, not {device.type}"
-    if precision.needs_scaler:
-        return "--cuda-graphs cannot capture fp16's gradient scaler; use bf16"
+        return f"CUDA graphs need a CUDA device, not {device.type}"
+    if _precision(runtime, device).needs_scaler:
+        return "fp16's gradient scaler cannot be captured; use bf16"
     if runtime.compile != "off":
-        return "--cuda-graphs is skipped under --compile (reduce-overhead already graphs)"
+        return "skipped under --compile (reduce-overhead already graphs)"
     return None
 
 

@@ -22,7 +22,9 @@ from hvit_sweeps.train import (
     TrainResult,
     evaluate_checkpoint,
     resolve_device,
+    resolve_runtime,
     runtime_notes,
+    step_mode,
     train,
 )
 
@@ -184,19 +186,47 @@ def test_autocast_on_cpu(tmp_path: Path, dtype: str, scaled: bool) -> None:
 # fp16 autocast on a CPU is allowed but called out (measured 13-35x slower); bf16 and fp32 are not.
 def test_fp16_on_cpu_gets_a_note() -> None:
     cpu = torch.device("cpu")
-    assert any("fp16" in note for note in runtime_notes(RuntimeConfig(autocast_dtype="fp16"), cpu))
-    assert runtime_notes(RuntimeConfig(autocast_dtype="bf16"), cpu) == []
+    assert any("fp16" in note for note in runtime_notes(RuntimeConfig(amp=True, autocast_dtype="fp16"), cpu))
+    assert runtime_notes(RuntimeConfig(amp=True, autocast_dtype="bf16"), cpu) == []
     assert runtime_notes(RuntimeConfig(amp=False, autocast_dtype="fp16"), cpu) == []
+    assert runtime_notes(RuntimeConfig(autocast_dtype="fp16"), cpu) == []  # auto on a CPU is fp32
 
 
 # Precision maps the runtime settings to an autocast dtype and the scaler rule.
 def test_precision_from_runtime() -> None:
     cpu = torch.device("cpu")
     assert Precision.from_runtime(RuntimeConfig(amp=False), cpu).dtype is None
-    bf16 = Precision.from_runtime(RuntimeConfig(autocast_dtype="bf16"), cpu)
-    fp16 = Precision.from_runtime(RuntimeConfig(autocast_dtype="fp16"), cpu)
+    assert Precision.from_runtime(RuntimeConfig(), cpu).dtype is None  # auto: fp32 on a CPU
+    bf16 = Precision.from_runtime(RuntimeConfig(amp=True, autocast_dtype="bf16"), cpu)
+    fp16 = Precision.from_runtime(RuntimeConfig(amp=True, autocast_dtype="fp16"), cpu)
     assert (bf16.dtype, bf16.needs_scaler) == (torch.bfloat16, False)
     assert (fp16.dtype, fp16.needs_scaler) == (torch.float16, True)
+
+
+# The defaults follow the device: fp32 eager on a CPU, bf16 with a CUDA-graphed step on CUDA.
+def test_auto_runtime_by_device() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # resolution is pure logic: no GPU needed
+    assert (resolve_runtime(RuntimeConfig(), cpu).amp, step_mode(RuntimeConfig(), cpu)) == (False, "eager")
+    on_cuda = resolve_runtime(RuntimeConfig(), cuda)
+    assert (on_cuda.amp, on_cuda.autocast_dtype, on_cuda.cuda_graphs) == (True, "bf16", True)
+    assert step_mode(RuntimeConfig(), cuda) == "cuda-graph"
+    assert step_mode(RuntimeConfig(cuda_graphs=False), cuda) == "eager"  # eager is an explicit choice
+    assert resolve_runtime(RuntimeConfig(amp=True), cpu).amp  # asked for, autocast runs on a CPU too
+
+
+# Where a graph cannot capture the step, auto falls back to eager and says why; CPU runs say nothing.
+@pytest.mark.parametrize(
+    ("runtime", "mode", "phrase"),
+    [
+        (RuntimeConfig(autocast_dtype="fp16"), "eager", "scaler"),
+        (RuntimeConfig(compile="default"), "compile=default", "--compile"),
+    ],
+)
+def test_auto_graphs_fall_back_with_a_note(runtime: RuntimeConfig, mode: str, phrase: str) -> None:
+    cuda = torch.device("cuda")
+    assert step_mode(runtime, cuda) == mode
+    assert any(phrase in note and "auto" in note for note in runtime_notes(runtime, cuda))
+    assert runtime_notes(runtime, torch.device("cpu")) == []
 
 
 # "cpu" and "auto" always resolve; CUDA without a GPU is a user error, not a crash.
@@ -212,7 +242,7 @@ def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cuda_graphs_on_cpu_degrade_with_a_note() -> None:
     result = train(tiny_config({"epochs": 1, "runtime.cuda_graphs": True}))
     assert result.status == "completed"
-    assert any("cuda-graphs" in note and "cpu" in note for note in result.notes), result.notes
+    assert any("--cuda-graphs" in note and "cpu" in note for note in result.notes), result.notes
 
 
 # The best checkpoint is safe to load and rebuilds a model with the exact best weights.
