@@ -193,6 +193,7 @@ def train(
     splits: DatasetSplits | None = None,
     resume: Checkpoint | None = None,
     best_checkpoint: Literal["each_improvement", "at_end"] = "each_improvement",
+    select: Literal["best", "last"] = "best",
 ) -> TrainResult:
     """Train one model as ``config`` says, reporting each epoch to ``callbacks``.
 
@@ -204,6 +205,8 @@ def train(
         best_checkpoint: When to write ``config.checkpoint_path``: at each improvement,
             resumable (a long single run survives a crash), or once at the end,
             weights only (a sweep trial: no disk writes inside its short epochs).
+        select: Which epoch's weights are the result: the best by ``config.monitor``, or
+            the last (a final model trained on train+val has no unseen val set to choose by).
     """
     device = resolve_device(config.runtime.device)
     seed_everything(config.seed)
@@ -214,7 +217,7 @@ def train(
     notes = runtime_notes(config.runtime, device)
 
     model = build_model(config.model).to(device)
-    start_epoch, history, best = 1, [], _Best(config.monitor_mode)
+    start_epoch, history, best = 1, [], _Best(config.monitor_mode if select == "best" else "last")
     if resume is not None:
         _check_resumable(config, resume)
         model.load_state_dict(load_model(resume).state_dict())
@@ -531,7 +534,7 @@ class _Best:
 
     def update(self, epoch: int, metrics: dict[str, float], monitor: str, model: nn.Module) -> bool:
         value = metrics[monitor]
-        if self.metrics:
+        if self.metrics and self.mode != "last":  # "last": a final model keeps its last epoch
             previous = self.metrics[monitor]
             if (value <= previous) if self.mode == "max" else (value >= previous):
                 return False
