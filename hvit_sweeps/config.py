@@ -45,6 +45,7 @@ from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS, FOLDER_
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
+_STAGE_FIELDS = ("embed_dims", "depths", "num_heads")
 DATA_SHAPED_PATHS = frozenset(f"model.{name}" for name in _DATA_SHAPED_FIELDS)
 # A union-typed value fails once per member; the first few problems say enough.
 _MAX_PROBLEMS = 3
@@ -341,14 +342,22 @@ def format_validation_error(err: ValidationError, *, source: str) -> str:
     return f"{source}: " + "; ".join(shown)
 
 
-def flatten_config(config: TrainConfig) -> dict[str, str | int | float | bool]:
-    """Dotted-key scalars for MLflow params.
+def flatten_config(config: TrainConfig, *, stages: int = 0) -> dict[str, str | int | float | bool]:
+    """Dotted-key scalars for MLflow params, the same key set for every trial of a study.
 
-    Per-stage tuples are logged both joined (``model.embed_dims = 64-128-256``) and
-    per stage (``model.embed_dims.0 = 64``) so that the MLflow UI can put each
+    Per-stage tuples are logged joined by commas (``model.embed_dims = 64,128,256``)
+    and per stage (``model.embed_dims.0 = 64``), so that the MLflow UI can put each
     stage's number on a numeric axis in parallel-coordinates and scatter charts.
+    Stages up to ``stages`` that the model does not have are logged as 0, so a
+    2-stage trial sits at depth 0 beside 4-stage ones instead of being dropped.
+    ``checkpoint_path`` is left out: it is a machine-local file, not a setting.
     """
-    return dict(_flatten(config.model_dump(mode="json"), prefix=""))
+    tree = config.model_dump(mode="json", exclude={"checkpoint_path"})
+    flat = dict(_flatten(tree, prefix=""))
+    for name in _STAGE_FIELDS:
+        for index in range(config.model.num_stages, stages):
+            flat[f"model.{name}.{index}"] = 0
+    return flat
 
 
 def _flatten(node: Any, *, prefix: str) -> Iterator[tuple[str, Any]]:
@@ -356,7 +365,7 @@ def _flatten(node: Any, *, prefix: str) -> Iterator[tuple[str, Any]]:
         for key, value in node.items():
             yield from _flatten(value, prefix=f"{prefix}{key}.")
     elif isinstance(node, list):
-        yield prefix[:-1], "-".join(str(v) for v in node)
+        yield prefix[:-1], ",".join(str(v) for v in node)
         for index, value in enumerate(node):
             yield f"{prefix}{index}", value
     else:

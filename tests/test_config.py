@@ -101,11 +101,20 @@ def test_validate_config_round_trips_a_dump() -> None:
 def test_flatten_config_scalars_per_stage_and_joined() -> None:
     flat = flatten_config(build_config({}))
     assert all(isinstance(v, (str, int, float, bool)) for v in flat.values())
-    assert flat["model.embed_dims"] == "64-128-256"
+    assert flat["model.embed_dims"] == "64,128,256"  # commas: "64-128" read like a range
     assert (flat["model.embed_dims.0"], flat["model.embed_dims.2"]) == (64, 256)
-    assert flat["model.depths"] == "2-2-2" and flat["model.num_heads.1"] == 4
+    assert flat["model.depths"] == "2,2,2" and flat["model.num_heads.1"] == 4
     assert flat["optim.lr"] == 1e-3 and flat["data.dataset"] == "cifar100"
-    assert flat["checkpoint_path"] == ""  # None is logged as an empty string
+    assert flat["runtime.amp"] == ""  # None ("auto") is logged as an empty string
+    assert "checkpoint_path" not in flatten_config(build_config({"checkpoint_path": "/tmp/x.pth"}))
+
+
+# Stages a smaller model lacks are logged as 0, so every trial of a study has the same keys.
+def test_flatten_config_pads_absent_stages() -> None:
+    two = flatten_config(build_config({"model.embed_dims": [16, 32], "model.depths": [1, 2], "model.num_heads": [2, 2]}), stages=4)
+    four = flatten_config(build_config({"model.patch_size": 2, "model.embed_dims": [16] * 4, "model.depths": [1] * 4, "model.num_heads": [2] * 4}), stages=4)
+    assert set(two) == set(four)
+    assert (two["model.depths.1"], two["model.depths.2"], two["model.embed_dims.3"]) == (2, 0, 0)
 
 
 # Only settable paths are fields; the dataset-decided shape fields are not.
