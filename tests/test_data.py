@@ -15,18 +15,12 @@ from PIL import Image
 from pydantic import ValidationError
 from torchvision.datasets import cifar as tv_cifar
 
-from hvit_sweeps import data
-from hvit_sweeps.config import DataConfig
-from hvit_sweeps.data import (
-    CIFAR100_CLASSES,
-    DatasetInfo,
-    DatasetSplits,
-    Split,
-    _stratified_split,
-    describe_dataset,
-    load_dataset,
-    make_loaders,
-)
+from hvit_sweeps.config import DataConfig, build_config
+from hvit_sweeps.data import fashion_mnist, folder
+from hvit_sweeps.data.info import CIFAR100_CLASSES, DatasetInfo
+from hvit_sweeps.data.loaders import make_loaders
+from hvit_sweeps.data.registry import describe_dataset
+from hvit_sweeps.data.splits import DatasetSplits, Split, _stratified_split, load_dataset
 from hvit_sweeps.errors import HvitError
 
 CPU = torch.device("cpu")
@@ -216,7 +210,7 @@ def test_cifar100_corrupt_pickle_names_file(cifar_root: tuple[Path, dict, dict])
 
 # Debian's Fashion-MNIST idx files load as 60000 train+val / 10000 test, 1x28x28, 10 classes.
 def test_fashion_mnist_from_debian_files(tmp_path: Path) -> None:
-    if not data.FASHION_MNIST_SYSTEM_DIR.is_dir():
+    if not fashion_mnist.FASHION_MNIST_SYSTEM_DIR.is_dir():
         pytest.skip("Debian's fashion-mnist files are not installed")
     splits = load_dataset(DataConfig(dataset="fashion-mnist", data_dir=tmp_path, download=False), seed=0)
     assert splits.sizes["train"] + splits.sizes["val"] == 60000 and splits.sizes["test"] == 10000
@@ -226,7 +220,7 @@ def test_fashion_mnist_from_debian_files(tmp_path: Path) -> None:
 
 # Fashion-MNIST found nowhere names both places it looked.
 def test_fashion_mnist_missing_names_both_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
+    monkeypatch.setattr(fashion_mnist, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "system")
     with pytest.raises(HvitError, match=r"FashionMNIST/raw/ nor .*system/"):
         load_dataset(DataConfig(dataset="fashion-mnist", data_dir=tmp_path, download=False), seed=0)
 
@@ -306,6 +300,23 @@ def test_folder_grayscale_is_one_channel(tmp_path: Path) -> None:
     assert splits.info.channels == 1 and splits.train.images.shape[1] == 1
     assert describe_dataset(_folder(tmp_path)).channels == 1
     assert 0 < splits.info.mean[0] < 1
+
+
+# describe_dataset scans a folder once per process, however many configs ask (a study builds one per trial).
+def test_describe_folder_scans_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_tree(tmp_path, "train", {"ant": 2, "bee": 2})
+    scanned: list[Path] = []
+    scan = folder._scan_folder_tree
+
+    def counting_scan(root: Path) -> folder._FolderTree:
+        scanned.append(root)
+        return scan(root)
+
+    monkeypatch.setattr(folder, "_scan_folder_tree", counting_scan)
+    infos = {describe_dataset(_folder(tmp_path)) for _ in range(3)}
+    configs = [build_config({"data.dataset": f"folder:{tmp_path}"}) for _ in range(3)]
+    assert len(infos) == 1 and len(scanned) == 1
+    assert {config.model.num_classes for config in configs} == {2}
 
 
 # Each folder problem is one HvitError with a distinctive phrase.

@@ -1,0 +1,36 @@
+"""What a reader hands back, and the checks and error wording every reader shares."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hvit_sweeps.errors import HvitError
+
+if TYPE_CHECKING:
+    from hvit_sweeps.data.info import DatasetInfo
+    from hvit_sweeps.data.splits import Split
+
+__all__ = ["RawDataset", "check_labels", "reason"]
+
+
+@dataclass
+class RawDataset:
+    """What a reader returns; ``val``/``test`` are None when the source has none."""
+
+    info: DatasetInfo
+    train: Split
+    test: Split | None
+    val: Split | None = None
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as one short line, for embedding in a one-line HvitError."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_labels(split: Split, num_classes: int, *, source: Path) -> None:
+    if len(split) and not 0 <= int(split.labels.min()) <= int(split.labels.max()) < num_classes:
+        raise HvitError(f"{source} has labels outside 0..{num_classes - 1}: replace it with the original files")
