@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# The one dataset list; the registry is torch-free, so --help stays fast.
+from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS
+from hvit_sweeps.data.registry import FOLDER_PREFIX
 from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
@@ -40,8 +43,6 @@ __all__ = [
     "validate_config",
 ]
 
-# The one dataset list; the registry is torch-free, so --help stays fast.
-from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS, FOLDER_PREFIX  # noqa: E402
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # Fields of ModelConfig that the dataset decides; a user never sets them.
 _DATA_SHAPED_FIELDS = ("num_classes", "in_chans", "image_size")
@@ -167,7 +168,7 @@ class DataConfig(_Strict):
     """Where the data comes from and how it is split, augmented and batched."""
 
     dataset: str = Field(
-        "cifar100", description="Dataset: cifar100, cifar10, fashion-mnist, synthetic or folder:PATH."
+        "cifar100", description=f"Dataset: {', '.join(BUILTIN_DATASETS)} or {FOLDER_PREFIX}PATH."
     )
     data_dir: Path = Field(Path("data"), description="Folder that holds (or receives) downloaded datasets.")
     download: bool = Field(True, description="Download a missing dataset where that is possible.")
@@ -309,7 +310,7 @@ def build_config(
         merged.get("model", {}).pop(name, None)
     try:
         if info is None:
-            from hvit_sweeps.data import describe_dataset  # torch: only when a config is built
+            from hvit_sweeps.data import describe_dataset  # cached; only a folder: scan imports torch
 
             info = describe_dataset(DataConfig.model_validate(merged.get("data", {})))
         merged.setdefault("model", {}).update(
