@@ -77,6 +77,7 @@ def save_checkpoint(
 def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is shared like its siblings
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
@@ -84,6 +85,12 @@ def _write_atomically(path: Path, payload: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -94,6 +101,10 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
             or of a newer format.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pth"))
+        hint = f": pass one of {', '.join(found[:3])}" if found else ": pass the .pth file inside it"
+        raise HvitError(f"{path} is a directory, not a checkpoint{hint}")
     if not path.is_file():
         raise HvitError(f"checkpoint not found: {path}: pass the .pth file written by `hvit-sweep train`")
     try:

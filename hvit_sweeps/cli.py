@@ -10,6 +10,7 @@ flag value ends as one ``error:`` line on stderr with exit code 2.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -46,6 +47,8 @@ class _OneLineErrors(TyperGroup):
             _fail(f"{err.format_message()}{hint}" if err.ctx and err.ctx.parent else err.format_message())
         except HvitError as err:
             _fail(str(err))
+        except PermissionError as err:  # a read-only folder or file the user pointed at
+            _fail(f"permission denied: {err.filename or err}: give this user access, or point the command elsewhere")
         except _ABORTS:
             sys.exit(130)
         if not standalone_mode:
@@ -134,7 +137,16 @@ def evaluate_checkpoint(
 # -- sweeps -----------------------------------------------------------------------------
 
 StudyOpt = Annotated[str, Opt("--study", help="A study name from studies/ or a path to a .toml file.")]
-StudyNameOpt = Annotated[str | None, Opt(help="Name in the storage (default: the study file's name).")]
+def _study_name(value: str | None) -> str | None:
+    """Names go into URLs, log folders and database rows: letters, digits, '.', '_' and '-' only."""
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise typer.BadParameter(f"{value!r}: use letters, digits, '.', '_' and '-' (no spaces or slashes)")
+    return value
+
+
+StudyNameOpt = Annotated[
+    str | None, Opt(help="Name in the storage (default: the study file's name).", callback=_study_name)
+]
 StorageOpt = Annotated[
     str | None,
     Opt(
@@ -166,6 +178,8 @@ def _make_sweep(
     from hvit_sweeps.study import load_study
     from hvit_sweeps.sweep import Sweep
 
+    if storage is None or tracking_uri is None:
+        _check_root(root)
     spec, path = load_study(study, cli=cli)
     return Sweep(
         spec=spec,
@@ -179,12 +193,24 @@ def _make_sweep(
     )
 
 
+def _check_root(root: Path) -> None:
+    """The embedded stores live under --root: it must be a folder this process can write."""
+    if root.exists() and not root.is_dir():
+        raise HvitError(f"--root {root} is a file: pass a folder for the embedded stores (default: mlruns)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise HvitError(f"--root {root} cannot be created ({err.strerror}): pass a writable folder") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise HvitError(f"--root {root} is read-only: pass a writable folder, or --storage and --tracking-uri")
+
+
 @app.command()
 @config_flags(only=SWEEP_CONFIG_PATHS)
 def run(
     *,
     study: StudyOpt,
-    trials: Annotated[int | None, Opt(min=0, help="Trials to add (default: the study file's trials).")] = None,
+    trials: Annotated[int | None, Opt(min=1, help="Trials to add (default: the study file's trials).")] = None,
     timeout: TimeoutOpt = None,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,

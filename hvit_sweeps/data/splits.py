@@ -12,6 +12,7 @@ import torch
 
 from hvit_sweeps.data.info import DatasetInfo
 from hvit_sweeps.data.registry import read_raw
+from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
     from hvit_sweeps.config import DataConfig
@@ -54,6 +55,8 @@ def load_dataset(config: DataConfig, *, seed: int) -> DatasetSplits:
     ``max_eval_samples``. A ``folder:`` dataset without ``test/`` uses its val
     split as the test split too. ``seed`` changes only which samples go where.
     """
+    if config.data_dir.exists() and not config.data_dir.is_dir():
+        raise HvitError(f"--data-dir {config.data_dir} is a file, not a folder: pass the folder that holds the datasets")
     raw = read_raw(config)
     pool = _stratified_subset(raw.train, config.max_train_samples, seed=seed)
     if raw.val is None:
