@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import config_flags, parse_sets, set_args
+from hvit_sweeps.keys import JOURNAL_FILE, PARAM_OBJECTIVES, PLOT_HISTORY, TAG_STUDY, TRACKING_DB, plot_artifact
 
 if TYPE_CHECKING:
     import optuna
@@ -342,7 +343,7 @@ def _tracking_hint(sweep: Sweep, connected: Connected) -> str:
             *([f"MLflow: run `hvit-sweep ui{root}`, then open"] if local else []),
             f"trials, best first: {_trials_url(base, connected.experiment_id, f'{first.metric}:{first.direction}')}",
             "study run (plots, best so far): "
-            + run_url(base, connected.experiment_id, connected.parent_run_id, artifact="plots/optimization_history.png"),
+            + run_url(base, connected.experiment_id, connected.parent_run_id, artifact=plot_artifact(PLOT_HISTORY)),
         ]
     )
 
@@ -371,7 +372,7 @@ def _load_existing(study: str, study_name: str | None, storage: str | None, root
     try:
         return optuna.load_study(study_name=study_name, storage=opened)
     except KeyError:
-        where = storage or f"{root}/optuna.journal"
+        where = storage or f"{root}/{JOURNAL_FILE}"
         raise HvitError(
             f"no study named {study_name!r} in {where}: run `hvit-sweep run --study {study_name}` first, or pass --storage"
         ) from None
@@ -456,15 +457,15 @@ def ui(
     from hvit_sweeps.console import console
     from hvit_sweeps.tracking import Tracker
 
-    if not (root / "mlflow.db").is_file():
-        raise HvitError(f"no tracking store at {root}/mlflow.db: run a study first, or pass --root")
+    if not (root / TRACKING_DB).is_file():
+        raise HvitError(f"no tracking store at {root}/{TRACKING_DB}: run a study first, or pass --root")
     tracker = Tracker(None, root=root)
     base = f"http://127.0.0.1:{port}"
     for experiment in tracker.client.search_experiments():
         for study in tracker.study_runs(experiment.experiment_id):
-            objective = study.data.params.get("study.objectives", "").split(",")[0]
+            objective = study.data.params.get(PARAM_OBJECTIVES, "").split(",")[0]
             link = _trials_url(base, experiment.experiment_id, objective)
-            console.print(f"{study.data.tags['hvit.study']}: {link}", soft_wrap=True)  # a link must not be folded
+            console.print(f"{study.data.tags[TAG_STUDY]}: {link}", soft_wrap=True)  # a link must not be folded
     # This interpreter's mlflow, whether or not its venv is on PATH.
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
                "--host", "127.0.0.1", "--port", str(port)]

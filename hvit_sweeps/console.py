@@ -20,6 +20,7 @@ from rich.text import Text
 
 from hvit_sweeps.checkpoint import Checkpoint
 from hvit_sweeps.data import DatasetInfo
+from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
 from hvit_sweeps.train import Callback, EpochReport, TrainResult
 
 __all__ = [
@@ -163,7 +164,7 @@ def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: lis
             str(trial.number),
             f"[{_STATE_STYLE.get(state, '')}]{state}[/]",
             trial_values(trial, metric_names),
-            str(len(trial.intermediate_values) or trial.user_attrs.get("hvit.epoch", "")),
+            str(len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, "")),
             "" if duration is None else f"{duration:.1f}s",
             short_params(trial.params),
         )
@@ -226,7 +227,7 @@ class SweepDashboard:
             running.add_column(column)
         for trial in trials:
             if trial.state == TrialState.RUNNING:
-                epoch, epochs = trial.user_attrs.get("hvit.epoch", 0), trial.user_attrs.get("hvit.epochs", 1)
+                epoch, epochs = trial.user_attrs.get(ATTR_EPOCH, 0), trial.user_attrs.get(ATTR_EPOCHS, 1)
                 running.add_row(
                     str(trial.number), f"{epoch}/{epochs}", ProgressBar(total=epochs, completed=epoch, width=20),
                     trial_values(trial, self.metric_names), short_params(trial.params),
@@ -240,7 +241,7 @@ class SweepDashboard:
 def sweep_summary(study: optuna.Study, *, metric_names: list[str]) -> Table:
     """Counts by state, then the best value(s) and params."""
     trials = study.get_trials(deepcopy=False)
-    surplus = sum(bool(t.user_attrs.get("hvit.surplus")) for t in trials)
+    surplus = sum(bool(t.user_attrs.get(ATTR_SURPLUS)) for t in trials)
     table = Table(title=f"study {study.study_name}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value")

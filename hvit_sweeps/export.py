@@ -18,8 +18,10 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint, load_model
-from hvit_sweeps.config import TrainConfig, flatten_config
+from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.flags import reproduce_command
+from hvit_sweeps.keys import ATTR_RUN_ID
 from hvit_sweeps.model import count_parameters
 from hvit_sweeps.tracking import Tracker
 
@@ -48,7 +50,7 @@ def export_trials(study: optuna.Study, trials: list[FrozenTrial], *, tracker: Tr
 
 
 def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, folder: Path) -> None:
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(ATTR_RUN_ID)
     if not run_id:
         raise HvitError(f"trial {trial.number} has no MLflow run id: it was not run by hvit-sweep")
     with tempfile.TemporaryDirectory() as tmp:
@@ -109,25 +111,6 @@ def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def reproduce_command(config: TrainConfig) -> str:
-    """A ``hvit-sweep train`` command line for ``config``: every flag that differs from its default."""
-    from hvit_sweeps.cli import TRAIN_FLAGS
-
-    ours, defaults = flatten_config(config), flatten_config(TrainConfig())
-    parts = ["hvit-sweep", "train"]
-    for flag, path in TRAIN_FLAGS.items():
-        value = ours.get(path)
-        if path == "checkpoint_path" or value == defaults.get(path) or value in ("", None):
-            continue
-        option = f"--{flag.replace('_', '-')}"
-        if isinstance(value, bool):
-            parts.append(option if value else f"--no-{flag.replace('_', '-')}")
-        else:
-            parts += [option, str(value).replace("-", ",") if path.startswith("model.") and "-" in str(value) else str(value)]
-    parts += ["--checkpoint-path", "checkpoints/reproduced.pth"]
-    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _join(values: tuple[int, ...]) -> str:

@@ -21,6 +21,7 @@ import optuna  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as vis  # noqa: E402
 
+from hvit_sweeps.keys import PLOT_HISTORY  # noqa: E402
 from hvit_sweeps.study import StudySpec  # noqa: E402
 
 __all__ = ["study_figures"]
@@ -38,7 +39,7 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
             return trial.values[0]
 
     plots: dict[str, Callable[[], Any]] = {
-        "optimization_history": lambda: _integer_x(
+        PLOT_HISTORY: lambda: _integer_x(
             vis.plot_optimization_history(study, target=target, target_name=first.metric)
         ),
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first.metric),

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field, max_stages
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.keys import best_metric
 
 __all__ = [
     "StudySpec",
@@ -43,7 +44,7 @@ _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
 
 def tracked_metric(metric: str) -> str:
     """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
-    return metric if metric in MODEL_METRICS else f"best_{metric}"
+    return metric if metric in MODEL_METRICS else best_metric(metric)
 
 
 class _Strict(BaseModel):

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -28,18 +28,32 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hvit_sweeps.config import TrainConfig, flatten_config
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.keys import (
+    CHECKPOINT_ARTIFACT,
+    CHECKPOINT_DIR,
+    PLOTS_DIR,
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    TAG_ROLE,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TAG_TRIAL_STATE,
+    TRACKING_DB,
+    plot_artifact,
+    role_filter,
+)
 
-__all__ = ["CHECKPOINT_ARTIFACT", "Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
+__all__ = ["Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
 
-CHECKPOINT_ARTIFACT = "checkpoint/best.pth"
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 
 
 def default_tracking_uri(root: Path) -> str:
-    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(root / TRACKING_DB).resolve()}"
 
 
 def runs_table_url(base_url: str, experiment_id: str, *, order_by: str | None = None, ascending: bool = False) -> str:
@@ -48,7 +62,7 @@ def runs_table_url(base_url: str, experiment_id: str, *, order_by: str | None = 
     MLflow 3.17's UI otherwise opens its GenAI view, and nests the trials under a
     collapsed parent run; the filter lists them flat, ready to compare.
     """
-    query = {"workflowType": "machine_learning", "searchFilter": "tags.`hvit.role` = 'trial'"}
+    query = {"workflowType": "machine_learning", "searchFilter": role_filter(ROLE_TRIAL)}
     if order_by is not None:
         query |= {"orderByKey": f"metrics.`{order_by}`", "orderByAsc": str(ascending).lower()}
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
@@ -122,7 +136,7 @@ class Tracker:
         run = self.client.create_run(
             experiment_id,
             run_name=f"study-{study_name}",
-            tags={"hvit.role": "study", "hvit.study": study_name, **tags},
+            tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY: study_name, **tags},
         )
         winner = self._parent_runs(experiment_id, study_name)[0]
         if winner != run.info.run_id:
@@ -132,7 +146,7 @@ class Tracker:
     def _parent_runs(self, experiment_id: str, study_name: str) -> list[str]:
         runs = self.client.search_runs(
             [experiment_id],
-            filter_string=f"tags.`hvit.role` = 'study' AND tags.`hvit.study` = '{study_name}'",
+            filter_string=f"{role_filter(ROLE_STUDY)} AND tags.`{TAG_STUDY}` = '{study_name}'",
             order_by=["attributes.start_time ASC"],
         )
         ordered = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
@@ -140,7 +154,7 @@ class Tracker:
 
     def study_runs(self, experiment_id: str) -> list[Any]:
         """The parent runs of the studies in an experiment (one per study name)."""
-        return self.client.search_runs([experiment_id], filter_string="tags.`hvit.role` = 'study'")
+        return self.client.search_runs([experiment_id], filter_string=role_filter(ROLE_STUDY))
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
@@ -163,17 +177,21 @@ class Tracker:
             experiment_id,
             run_name=f"trial-{trial_number}",
             tags={
-                "mlflow.parentRunId": parent_run_id,
-                "hvit.role": "trial",
-                "hvit.study": study_name,
-                "optuna.trial_number": str(trial_number),
-                "optuna.trial_state": "RUNNING",
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                TAG_ROLE: ROLE_TRIAL,
+                TAG_STUDY: study_name,
+                TAG_TRIAL_NUMBER: str(trial_number),
+                TAG_TRIAL_STATE: "RUNNING",
                 **tags,
             },
         )
         params = {**flatten_config(config), **{k: v for k, v in sampled.items() if k.startswith("stages.")}}
-        self.client.log_batch(run.info.run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        self.log_params(run.info.run_id, params)
         return run.info.run_id
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log params in one batch call; lists and dicts as JSON, every value cut to MLflow's limit."""
+        self.client.log_batch(run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int) -> None:
         """Log one epoch's metrics in one synchronous batch call.
@@ -205,7 +223,7 @@ class Tracker:
         run = self.client.get_run(run_id)
         repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
         try:
-            repo.delete_artifacts(os.path.dirname(CHECKPOINT_ARTIFACT))
+            repo.delete_artifacts(CHECKPOINT_DIR)
         except (MlflowException, OSError, NotImplementedError):
             pass  # a store that cannot delete keeps the file; only disk is lost
 
@@ -229,10 +247,11 @@ class Tracker:
         names = []
         with tempfile.TemporaryDirectory() as tmp:
             for name, figure in figures.items():
-                path = Path(tmp) / f"{name}.png"
+                path = Path(tmp) / plot_artifact(name)  # the local name is the artifact's name
+                path.parent.mkdir(exist_ok=True)
                 figure.savefig(path, dpi=120, bbox_inches="tight")
                 plt.close(figure)
-                self.client.log_artifact(run_id, str(path), "plots")
+                self.client.log_artifact(run_id, str(path), PLOTS_DIR)
                 names.append(path.name)
         return names
 

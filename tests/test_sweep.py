@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from conftest import _wait_healthy, cli, free_port, hvit, ok, tiny_study
+from hvit_sweeps.keys import ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
+from hvit_sweeps.sweep import Connected, open_storage
+from hvit_sweeps.sweep.objective import _retry_of
+from hvit_sweeps.sweep.storage import recover_stale_trials, trial_id
+from hvit_sweeps.tracking import Tracker
 
 # Accuracy never exceeds 1, so a lower threshold of 1.5 prunes every trial at its first report.
 FORCED_PRUNE = tiny_study("always-pruned", pruner='type = "threshold"\nlower = 1.5\nn_warmup_steps = 0')
@@ -183,7 +189,7 @@ def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     # --cuda-graphs on a CPU falls back to eager: said once before the sweep and tagged on each run.
     (workdir / "prune.toml").write_text(FORCED_PRUNE)
     result = ok(hvit("run", "--study", "prune.toml", "--set", "runtime.cuda_graphs=true", cwd=workdir))
-    assert "note: --cuda-graphs needs a CUDA device" in " ".join(result.stdout.split())
+    assert "note: --cuda-graphs: CUDA graphs need a CUDA device" in " ".join(result.stdout.split())
     study = journal_study(workdir / "mlruns", "always-pruned")
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     client = local_client(workdir / "mlruns")
@@ -290,3 +296,32 @@ def test_keep_top_k_keeps_only_the_best_checkpoints(workdir: Path) -> None:
         if client.list_artifacts(t.user_attrs["mlflow_run_id"], "checkpoint")
     ]
     assert with_checkpoint == [study.best_trial.number]
+
+
+def test_trial_id_is_the_storage_id_of_the_number(tmp_path: Path) -> None:
+    # Public storage lookups find each trial's id from its number.
+    storage = open_storage(None, root=tmp_path)
+    study = optuna.create_study(study_name="ids", storage=storage)
+    numbers = [study.ask().number for _ in range(3)]
+    assert [storage.get_trial(trial_id(storage, study, n)).number for n in numbers] == numbers
+
+
+def test_a_dead_local_workers_trial_is_failed_retried_and_closed(tmp_path: Path) -> None:
+    # On a journal, a RUNNING trial whose local process is gone is failed, retried once, and its MLflow run ended FAILED.
+    storage = open_storage(None, root=tmp_path)
+    study = optuna.create_study(study_name="stale", storage=storage)
+    tracker = Tracker(None, root=tmp_path)
+    run_id = tracker.client.create_run(tracker.experiment_id("stale")).info.run_id
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    trial = study.ask()
+    connected = Connected(study=study, storage=storage, experiment_id="", parent_run_id="", target=1)
+    assert _retry_of(connected, trial.number) is None
+    for key, value in {ATTR_HOST: socket.gethostname(), ATTR_PID: dead.pid, ATTR_RUN_ID: run_id}.items():
+        trial.set_user_attr(key, value)
+    assert recover_stale_trials(study, storage, tracker, heartbeat=60) == [trial.number]
+    assert study.trials[trial.number].state == TrialState.FAIL
+    retry = study.ask()  # the retry waits in the queue, so it is asked next
+    assert _retry_of(connected, retry.number) == trial.number
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FAILED" and "stale" in run.data.tags[TAG_FAILURE]

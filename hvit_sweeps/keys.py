@@ -1,0 +1,126 @@
+"""The names one module writes and another reads: Optuna attributes, MLflow tags, params and artifacts.
+
+A sweep leaves its state in two stores. Optuna's storage holds the study and its
+trials, with our facts in user attributes; MLflow holds one parent run per study
+and one child run per trial, with our facts in tags, params and artifacts. The
+writer (:mod:`hvit_sweeps.sweep`, :mod:`hvit_sweeps.tracking`) and the readers
+(the console, the CLI, the export, the tests) name each key here, so a renamed
+key cannot leave a reader behind.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATTR_EPOCH",
+    "ATTR_EPOCHS",
+    "ATTR_EXPERIMENT",
+    "ATTR_FINGERPRINT",
+    "ATTR_HEARTBEAT",
+    "ATTR_HOST",
+    "ATTR_PARENT",
+    "ATTR_PID",
+    "ATTR_RUN_ID",
+    "ATTR_SURPLUS",
+    "ATTR_TARGET",
+    "CHECKPOINT_ARTIFACT",
+    "CHECKPOINT_DIR",
+    "CHECKPOINT_FILE",
+    "FAILURE_FILE",
+    "JOURNAL_FILE",
+    "PARAM_OBJECTIVES",
+    "PLOTS_DIR",
+    "PLOT_HISTORY",
+    "ROLE_STUDY",
+    "ROLE_TRIAL",
+    "STUDY_FILE_DIR",
+    "TAG_CHECKPOINT",
+    "TAG_DATASET",
+    "TAG_DATASET_HASH",
+    "TAG_FAILURE",
+    "TAG_HOST",
+    "TAG_NOTES",
+    "TAG_PRUNED_AT",
+    "TAG_RETRY_OF",
+    "TAG_ROLE",
+    "TAG_STOP_REASON",
+    "TAG_STUDY",
+    "TAG_STUDY_FILE",
+    "TAG_TRIAL_NUMBER",
+    "TAG_TRIAL_STATE",
+    "TRACKING_DB",
+    "best_metric",
+    "plot_artifact",
+    "role_filter",
+]
+
+# -- Optuna study user attributes: shared by every worker of a study ---------------------
+
+ATTR_TARGET = "hvit.target_trials"
+ATTR_PARENT = "hvit.mlflow_parent_run_id"
+ATTR_EXPERIMENT = "hvit.mlflow_experiment_id"
+ATTR_FINGERPRINT = "hvit.definition"
+
+# -- Optuna trial user attributes --------------------------------------------------------
+
+ATTR_RUN_ID = "mlflow_run_id"  # the trial's MLflow child run
+ATTR_HOST = "hvit.host"  # with ATTR_PID: a dead local worker is seen at once
+ATTR_PID = "hvit.pid"
+ATTR_HEARTBEAT = "hvit.heartbeat"  # time.time() of the last epoch: journal storages have no heartbeat
+ATTR_EPOCH = "hvit.epoch"
+ATTR_EPOCHS = "hvit.epochs"
+ATTR_SURPLUS = "hvit.surplus"  # failed on purpose: asked for after the target was reached
+
+# -- MLflow tags -------------------------------------------------------------------------
+
+TAG_ROLE = "hvit.role"
+ROLE_STUDY = "study"  # the study's one parent run
+ROLE_TRIAL = "trial"
+TAG_STUDY = "hvit.study"
+TAG_STUDY_FILE = "hvit.study_file"
+TAG_TRIAL_NUMBER = "optuna.trial_number"
+TAG_TRIAL_STATE = "optuna.trial_state"
+TAG_RETRY_OF = "optuna.retry_of"
+TAG_PRUNED_AT = "optuna.pruned_at_epoch"
+TAG_FAILURE = "hvit.failure_reason"
+TAG_STOP_REASON = "hvit.stop_reason"
+TAG_NOTES = "hvit.notes"
+TAG_CHECKPOINT = "hvit.checkpoint"
+TAG_DATASET = "hvit.dataset"
+TAG_DATASET_HASH = "hvit.dataset_hash"
+TAG_HOST = "hvit.host"
+
+# -- MLflow params and metrics -----------------------------------------------------------
+
+PARAM_OBJECTIVES = "study.objectives"  # on the parent run: "val_acc1:maximize,params_m:minimize"
+
+
+def best_metric(metric: str) -> str:
+    """The trial-run metric holding an epoch metric's value at the best epoch."""
+    return f"best_{metric}"
+
+
+# -- MLflow artifacts --------------------------------------------------------------------
+
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_FILE = "best.pth"  # the local file's name is the artifact's name
+CHECKPOINT_ARTIFACT = f"{CHECKPOINT_DIR}/{CHECKPOINT_FILE}"
+FAILURE_FILE = "failure.txt"  # a failed trial's traceback
+STUDY_FILE_DIR = "study"  # the parent run's copy of the study file
+PLOTS_DIR = "plots"
+PLOT_HISTORY = "optimization_history"
+
+
+def plot_artifact(name: str) -> str:
+    """Where the parent run keeps the study plot ``name``."""
+    return f"{PLOTS_DIR}/{name}.png"
+
+
+def role_filter(role: str) -> str:
+    """An MLflow search filter for the runs of one role."""
+    return f"tags.`{TAG_ROLE}` = '{role}'"
+
+
+# -- the embedded stores under --root ----------------------------------------------------
+
+JOURNAL_FILE = "optuna.journal"
+TRACKING_DB = "mlflow.db"

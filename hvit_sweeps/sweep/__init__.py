@@ -1,0 +1,161 @@
+"""Running a study: connect to it, run workers on it, and close it.
+
+Optuna's storage is the distributed engine: every worker, in this process or on
+another machine, loads the same study and asks it for trials. The study's user
+attributes hold the shared facts: the trial target, the MLflow experiment and
+parent run, and a fingerprint of the definition so that two different searches
+never share a name.
+
+Modules: :mod:`~hvit_sweeps.sweep.state` (the sweep and the opened study),
+:mod:`~hvit_sweeps.sweep.storage` (storage URLs and stale trials),
+:mod:`~hvit_sweeps.sweep.objective` (one trial) and
+:mod:`~hvit_sweeps.sweep.workers` (the trial loop and worker processes).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import optuna
+
+from hvit_sweeps.errors import HvitError
+from hvit_sweeps.keys import (
+    ATTR_EXPERIMENT,
+    ATTR_FINGERPRINT,
+    ATTR_PARENT,
+    ATTR_TARGET,
+    PARAM_OBJECTIVES,
+    STUDY_FILE_DIR,
+    TAG_STUDY_FILE,
+)
+from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_values, trial_counts
+from hvit_sweeps.sweep.storage import open_storage, recover_stale_trials, stale_handler
+from hvit_sweeps.sweep.workers import WorkerSummary, launch_workers, run_worker, worker_plan
+
+__all__ = [
+    "Connected",
+    "Sweep",
+    "SweepDisplay",
+    "WorkerSummary",
+    "connect",
+    "finalize",
+    "launch_workers",
+    "open_storage",
+    "run_worker",
+    "trial_counts",
+    "worker_plan",
+]
+
+# Heartbeat retries and metric names are marked experimental; they are what we want.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def connect(
+    sweep: Sweep,
+    *,
+    add_trials: int | None = None,
+    worker_index: int = 0,
+    workers: int = 1,
+) -> Connected:
+    """Create or load the study, settle its target and its MLflow parent run.
+
+    Args:
+        add_trials: For ``run``: raise the target to finished + this many. None keeps
+            the stored target (``worker``, ``run --resume``), or uses the study file's
+            ``trials`` for a study that has none yet.
+        worker_index: Offsets the sampler seed, so parallel workers draw differently.
+        workers: How many processes will share the storage (SQLite refuses several).
+    """
+    if workers > 1 and sweep.storage_url and sweep.storage_url.startswith("sqlite"):
+        raise HvitError(
+            "--storage sqlite is not safe for parallel workers: omit --storage for the journal "
+            "file, or use postgresql://"
+        )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our display says what Optuna would log
+    sweep.tracker.check_reachable()
+    tracker = sweep.tracker
+    storage = open_storage(
+        sweep.storage_url, root=sweep.root, heartbeat=sweep.heartbeat, on_stale=stale_handler(tracker)
+    )
+    study = optuna.create_study(
+        study_name=sweep.study_name,
+        storage=storage,
+        directions=sweep.spec.directions,
+        sampler=sweep.spec.make_sampler(worker_index=worker_index),
+        pruner=sweep.spec.make_pruner(),
+        load_if_exists=True,
+    )
+    _check_definition(study, sweep)
+    if study.metric_names is None:
+        study.set_metric_names([o.metric for o in sweep.spec.objectives])
+    recover_stale_trials(study, storage, tracker, heartbeat=sweep.heartbeat)
+    target = _settle_target(study, sweep, add_trials)
+    experiment_id = tracker.experiment_id(sweep.study_name)
+    parent, created = tracker.parent_run(
+        experiment_id, sweep.study_name, tags={TAG_STUDY_FILE: sweep.spec_path.name}
+    )
+    if created:
+        _describe_parent(sweep, parent)
+    elif add_trials:
+        tracker.reopen(parent)
+    if study.user_attrs.get(ATTR_PARENT) != parent:
+        study.set_user_attr(ATTR_PARENT, parent)
+        study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
+    return Connected(study=study, storage=storage, experiment_id=experiment_id, parent_run_id=parent, target=target)
+
+
+def _settle_target(study: optuna.Study, sweep: Sweep, add_trials: int | None) -> int:
+    """The study's trial target, stored in the study so that every worker stops at it."""
+    stored = study.user_attrs.get(ATTR_TARGET)
+    if add_trials is not None:
+        target = trial_counts(study)["finished"] + add_trials
+    else:
+        target = int(stored) if stored is not None else sweep.spec.trials
+    if stored != target:
+        study.set_user_attr(ATTR_TARGET, target)
+    return target
+
+
+def _check_definition(study: optuna.Study, sweep: Sweep) -> None:
+    """Refuse to add trials of a different search, or on different data, to a study."""
+    data = sweep.base_config.data
+    definition = f"{sweep.spec.fingerprint}:{data.dataset}"
+    stored = study.user_attrs.get(ATTR_FINGERPRINT)
+    if stored is None:
+        study.set_user_attr(ATTR_FINGERPRINT, definition)
+    elif stored != definition:
+        raise HvitError(
+            f"study {sweep.study_name!r} already exists with another definition or dataset "
+            f"(stored {stored}, now {definition}): pass --study-name NEW to start a separate study"
+        )
+
+
+def _describe_parent(sweep: Sweep, parent: str) -> None:
+    spec = sweep.spec
+    params = {
+        "study.name": sweep.study_name,
+        "study.sampler": spec.sampler.type,
+        "study.sampler_seed": spec.sampler.seed,
+        "study.pruner": spec.pruner.type,
+        PARAM_OBJECTIVES: ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
+        "study.max_epochs": spec.max_epochs,
+        "study.dataset": sweep.base_config.data.dataset,
+    }
+    sweep.tracker.log_params(parent, params)
+    sweep.tracker.log_file(parent, sweep.spec_path, STUDY_FILE_DIR)
+
+
+def finalize(sweep: Sweep, connected: Connected) -> list[str]:
+    """Log best-so-far metrics and the study plots to the parent run, then close it."""
+    study = connected.study
+    tracker = sweep.tracker
+    counts = trial_counts(study)
+    summary = {f"trials_{k}": float(v) for k, v in counts.items()}
+    best = best_values(study)
+    tracker.log_metrics(connected.parent_run_id, {**summary, **best}, step=counts["finished"])
+    from hvit_sweeps.plots import study_figures  # matplotlib: only when a study ends
+
+    names = tracker.log_plots(connected.parent_run_id, study_figures(study, sweep.spec))
+    if counts["running"] == 0 and counts["waiting"] == 0:
+        tracker.end_run(connected.parent_run_id, "FINISHED")
+    return names

@@ -1,0 +1,204 @@
+"""The trial objective: one Optuna trial is one call of :func:`~hvit_sweeps.train.train`.
+
+Each trial gets its own MLflow child run. Its epochs are logged there and
+reported to Optuna, which may prune it; its end state is tagged on the run, and
+its best checkpoint uploaded unless ``keep_top_k`` says it is not among the best.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from hvit_sweeps.config import TrainConfig
+from hvit_sweeps.data import DatasetSplits
+from hvit_sweeps.keys import (
+    ATTR_EPOCH,
+    ATTR_EPOCHS,
+    ATTR_HEARTBEAT,
+    ATTR_HOST,
+    ATTR_PID,
+    ATTR_RUN_ID,
+    ATTR_SURPLUS,
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    FAILURE_FILE,
+    TAG_CHECKPOINT,
+    TAG_DATASET,
+    TAG_DATASET_HASH,
+    TAG_FAILURE,
+    TAG_HOST,
+    TAG_NOTES,
+    TAG_PRUNED_AT,
+    TAG_RETRY_OF,
+    TAG_STOP_REASON,
+    TAG_TRIAL_STATE,
+    best_metric,
+)
+from hvit_sweeps.study import EPOCH_METRICS, StudySpec
+from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay
+from hvit_sweeps.sweep.storage import trial_id
+from hvit_sweeps.tracking import Tracker
+from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
+
+__all__ = ["SurplusTrial", "TrialObjective", "TrialReporter"]
+
+
+class SurplusTrial(Exception):
+    """Raised for a trial asked for after the target was already reached by others."""
+
+
+class TrialReporter(Callback):
+    """Logs each epoch to MLflow, reports it to Optuna, and stops pruned trials."""
+
+    def __init__(self, trial: optuna.Trial, run_id: str, tracker: Tracker, spec: StudySpec) -> None:
+        self.trial, self.run_id, self.tracker, self.spec = trial, run_id, tracker, spec
+        self.pruned_at: int | None = None
+
+    def on_epoch_end(self, report: EpochReport) -> str | None:
+        self.tracker.log_metrics(self.run_id, report.metrics, step=report.epoch)
+        self.trial.set_user_attr(ATTR_EPOCH, report.epoch)
+        self.trial.set_user_attr(ATTR_HEARTBEAT, time.time())
+        metric = self.spec.objectives[0].metric
+        if self.spec.multi_objective or metric not in EPOCH_METRICS:
+            return None  # Optuna prunes single-objective studies only
+        self.trial.report(report.metrics[metric], report.epoch)
+        if self.trial.should_prune():
+            self.pruned_at = report.epoch
+            return f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
+        return None
+
+
+@dataclass
+class TrialObjective:
+    """The Optuna objective: one trial is one call of :func:`~hvit_sweeps.train.train`."""
+
+    sweep: Sweep
+    connected: Connected
+    splits: DatasetSplits
+    display: SweepDisplay | None = None
+
+    last_number: int = -1
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        study = self.connected.study
+        self.last_number = trial.number
+        retry_of = _retry_of(self.connected, trial.number)
+        if self._surplus(trial, retry_of):
+            trial.set_user_attr(ATTR_SURPLUS, True)
+            raise SurplusTrial(f"trial {trial.number} is beyond the study's target")
+        sampled = self.sweep.spec.suggest(trial)
+        with tempfile.TemporaryDirectory(prefix="hvit-trial-") as tmp:
+            config = self.sweep.spec.trial_config(
+                sampled, {**self.sweep.cli, "checkpoint_path": str(Path(tmp) / CHECKPOINT_FILE)}
+            )
+            run_id = self._start_run(trial, config, sampled, retry_of)
+            reporter = TrialReporter(trial, run_id, self.sweep.tracker, self.sweep.spec)
+            callbacks: list[Callback] = [reporter]
+            if self.display is not None:
+                callbacks.append(self.display.trial_callback(study, trial.number))
+            try:
+                result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
+            except KeyboardInterrupt:
+                self.sweep.tracker.end_run(run_id, "KILLED", tags={TAG_FAILURE: "interrupted (Ctrl-C)"})
+                raise
+            except BaseException as err:
+                self._fail(run_id, err)
+                raise
+            return self._finish(trial, run_id, result, config.checkpoint_path)
+
+    def _surplus(self, trial: optuna.Trial, retry_of: int | None) -> bool:
+        if retry_of is not None:
+            return False  # a retry of a dead worker's trial always runs
+        alive = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        ahead = [t for t in self.connected.study.get_trials(deepcopy=False, states=alive) if t.number < trial.number]
+        return len(ahead) >= self.connected.target
+
+    def _start_run(self, trial: optuna.Trial, config: TrainConfig, sampled: dict[str, Any], retry_of: int | None) -> str:
+        tags = {
+            TAG_DATASET: self.splits.info.label,
+            TAG_DATASET_HASH: self.splits.fingerprint,
+            TAG_HOST: socket.gethostname(),
+            **({TAG_RETRY_OF: str(retry_of)} if retry_of is not None else {}),
+        }
+        run_id = self.sweep.tracker.start_trial(
+            experiment_id=self.connected.experiment_id,
+            parent_run_id=self.connected.parent_run_id,
+            study_name=self.sweep.study_name,
+            trial_number=trial.number,
+            config=config,
+            sampled=sampled,
+            tags=tags,
+        )
+        self.sweep.tracker.log_params(run_id, {f"dataset.{k}_size": v for k, v in self.splits.sizes.items()})
+        for key, value in {
+            ATTR_RUN_ID: run_id,
+            ATTR_HOST: socket.gethostname(),
+            ATTR_PID: os.getpid(),
+            ATTR_HEARTBEAT: time.time(),
+            ATTR_EPOCH: 0,
+            ATTR_EPOCHS: config.epochs,
+        }.items():
+            trial.set_user_attr(key, value)
+        return run_id
+
+    def _fail(self, run_id: str, err: BaseException) -> None:
+        reason = f"{type(err).__name__}: {err}"[:1000]
+        tracker = self.sweep.tracker
+        tracker.log_text(run_id, "".join(traceback.format_exception(err)), FAILURE_FILE)
+        tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+
+    def _finish(self, trial: optuna.Trial, run_id: str, result: TrainResult, checkpoint: Path | None) -> list[float]:
+        tracker = self.sweep.tracker
+        final = {**result.model_stats, **{best_metric(k): v for k, v in result.best_metrics.items()}, **result.test_metrics}
+        tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
+        if result.status != "completed":
+            tags.update({TAG_TRIAL_STATE: "PRUNED", TAG_STOP_REASON: result.reason})
+            tags[TAG_PRUNED_AT] = str(result.epochs_run)
+            tracker.end_run(run_id, "KILLED", tags=tags)
+            raise optuna.TrialPruned(result.reason)
+        values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
+        kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
+        tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
+        tracker.end_run(run_id, "FINISHED", tags=tags)
+        return values
+
+    def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:
+        """Upload the trial's best checkpoint unless keep_top_k says it is not among the best."""
+        top_k = self.sweep.spec.keep_top_k
+        if checkpoint is None or not checkpoint.is_file():
+            return False
+        if top_k is None or self.sweep.spec.multi_objective:
+            self.sweep.tracker.log_file(run_id, checkpoint, CHECKPOINT_DIR)
+            return True
+        sign = 1 if self.sweep.spec.directions[0] == "maximize" else -1
+        done = self.connected.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        ranked = sorted([(v.values[0], v.user_attrs.get(ATTR_RUN_ID)) for v in done] + [(values[0], run_id)],
+                        key=lambda item: -sign * item[0])
+        keep = {rid for _, rid in ranked[:top_k]}
+        if run_id not in keep:
+            return False
+        self.sweep.tracker.log_file(run_id, checkpoint, CHECKPOINT_DIR)
+        for _, other in ranked[top_k:]:
+            if other and other != run_id:
+                self.sweep.tracker.delete_checkpoint(other)
+                self.sweep.tracker.client.set_tag(other, TAG_CHECKPOINT, "deleted (keep_top_k)")
+        return True
+
+
+def _retry_of(connected: Connected, number: int) -> int | None:
+    """The dead trial that trial ``number`` retries (set by RetryHeartbeatStaleTrialCallback), if any."""
+    storage = connected.storage
+    frozen = storage.get_trial(trial_id(storage, connected.study, number))
+    return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)

@@ -1,0 +1,87 @@
+"""What a sweep is and where it stands: its definition, the opened study, and counts by state.
+
+The other sweep modules all read these; none of them is read back here, so the
+package has no import cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import TrialState
+
+from hvit_sweeps.config import TrainConfig
+from hvit_sweeps.study import StudySpec
+from hvit_sweeps.tracking import Tracker
+from hvit_sweeps.train import Callback
+
+__all__ = ["Connected", "Sweep", "SweepDisplay", "best_values", "trial_counts"]
+
+
+class SweepDisplay(Protocol):
+    """What a worker tells the screen; :class:`~hvit_sweeps.console.SweepDashboard` implements it."""
+
+    def refresh(self, study: optuna.Study) -> None: ...
+
+    def trial_callback(self, study: optuna.Study, trial_number: int) -> Callback: ...
+
+
+@dataclass
+class Sweep:
+    """A study definition plus where it runs; resolved and checked once per process."""
+
+    spec: StudySpec
+    spec_path: Path
+    study_name: str
+    storage_url: str | None
+    tracking_uri: str | None
+    root: Path
+    cli: dict[str, Any] = field(default_factory=dict)
+    heartbeat: int = 60
+    tracker: Tracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = Tracker(self.tracking_uri, root=self.root)
+
+    @cached_property
+    def base_config(self) -> TrainConfig:
+        """The config with no sampled value; built once, since building it may scan a dataset folder."""
+        return self.spec.trial_config({}, self.cli)
+
+
+@dataclass
+class Connected:
+    """A study opened in its storage, with its MLflow experiment, parent run and target."""
+
+    study: optuna.Study
+    storage: optuna.storages.BaseStorage  # what the study was opened on: Optuna keeps study._storage private
+    experiment_id: str
+    parent_run_id: str
+    target: int
+
+
+def trial_counts(study: optuna.Study) -> dict[str, int]:
+    trials = study.get_trials(deepcopy=False)
+    count = {state: sum(t.state == state for t in trials) for state in TrialState}
+    return {
+        "complete": count[TrialState.COMPLETE],
+        "pruned": count[TrialState.PRUNED],
+        "failed": count[TrialState.FAIL],
+        "running": count[TrialState.RUNNING],
+        "waiting": count[TrialState.WAITING],
+        "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
+    }
+
+
+def best_values(study: optuna.Study) -> dict[str, float]:
+    """The parent run's summary metrics: the best value and trial, or the Pareto set's size."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return {}
+    if len(study.directions) == 1:
+        return {"best_value": float(study.best_value), "best_trial": float(study.best_trial.number)}
+    return {"pareto_size": float(len(study.best_trials))}
