@@ -1,0 +1,462 @@
+"""``hvit-sweep report``: one self-contained HTML page per study.
+
+The page needs no server and fetches nothing: images are inline ``data:`` URIs,
+and with plotly installed its interactive plots carry plotly.js inline too. The
+only URLs in it are links to the study's MLflow runs. It reads the Optuna study
+and the study's MLflow experiment (the parent run's params and tags, one search
+for the trial runs, and the best trial's ``visuals/`` artifacts), so it works on
+the embedded store and on PostgreSQL plus an MLflow server alike.
+
+Sections: summary, best trials, Optuna plots, accuracy against cost, and the
+best trial's per-trial visuals (see :mod:`hvit_sweeps.visuals`).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import importlib.util
+import io
+import json
+import math
+import struct
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from mlflow.exceptions import MlflowException
+from optuna.trial import FrozenTrial, TrialState
+from pydantic import ValidationError
+
+from hvit_sweeps.errors import HvitError
+from hvit_sweeps.keys import (
+    ATTR_EPOCH,
+    ATTR_EXPERIMENT,
+    ATTR_PARENT,
+    ATTR_RUN_ID,
+    PARAM_OBJECTIVES,
+    ROLE_TRIAL,
+    TAG_DATASET,
+    TAG_DATASET_HASH,
+    TAG_STUDY,
+    TAG_STUDY_FILE,
+    best_metric,
+    role_filter,
+)
+from hvit_sweeps.study import StudySpec, tracked_metric
+from hvit_sweeps.sweep import trial_counts
+from hvit_sweeps.tracking import Tracker, run_url, runs_table_url
+from hvit_sweeps.visuals import download_visuals
+
+__all__ = ["build_report"]
+
+LOCAL_UI = "http://127.0.0.1:5000"  # where `hvit-sweep ui` serves the embedded store
+SECTIONS = {
+    "summary": "Study summary",
+    "best-trials": "Best trials",
+    "optuna-plots": "Optuna plots",
+    "accuracy-cost": "Accuracy against cost",
+    "best-trial-visuals": "Best trial's visuals",
+}
+_VISUAL_ORDER = ("training_curves", "confusion_matrix", "per_class_accuracy", "misclassified", "train_batch")
+_ACCURACY = best_metric("val_acc1")  # every trial run logs it, whatever the study optimises
+_SCROLL_OVER = (1600, 1400)  # px (width, height): shown at full size in a scroll box, so small labels stay readable
+
+
+@dataclass
+class _Facts:
+    """What the sections read: the study, its MLflow runs and where links point."""
+
+    study: optuna.Study
+    tracker: Tracker
+    experiment_id: str
+    parent: Any  # mlflow Run
+    runs: dict[str, Any]  # run id -> trial Run
+    complete: list[FrozenTrial]
+    best: list[FrozenTrial]  # best first: the top trials, or the Pareto set
+    link_base: str
+
+    def run_of(self, trial: FrozenTrial) -> Any | None:
+        return self.runs.get(trial.user_attrs.get(ATTR_RUN_ID, ""))
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.study.metric_names or [f"value {i}" for i in range(len(self.study.directions))])
+
+
+def build_report(
+    study: optuna.Study,
+    *,
+    tracker: Tracker,
+    out: Path,
+    top: int = 5,
+    link_base: str | None = None,
+    interactive: bool | None = None,
+) -> Path:
+    """Write the study's report to ``out`` (one HTML file) and return its path.
+
+    Args:
+        study: A study run by hvit-sweep (its user attrs name its MLflow runs).
+        tracker: The tracking store the study logged to.
+        out: The HTML file to write; its folder is created.
+        top: How many best trials to list (single objective; a Pareto set is listed whole).
+        link_base: MLflow UI address for run links [default: the tracking server, or
+            ``hvit-sweep ui``'s local address for the embedded store].
+        interactive: Plotly plots (True), PNG (False), or plotly when installed (None).
+
+    Raises:
+        HvitError: the study has no complete trial, or its runs are not in ``tracker``.
+    """
+    facts = _collect(study, tracker, top=top, link_base=link_base)
+    sections = {
+        "summary": _summary_section(facts),
+        "best-trials": _best_section(facts),
+        "optuna-plots": _plots_section(facts, _use_plotly(interactive)),
+        "accuracy-cost": _cost_section(facts),
+        "best-trial-visuals": _visuals_section(facts),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(_page(f"Study {study.study_name}", sections), encoding="utf-8")
+    return out
+
+
+# -- gathering -------------------------------------------------------------------------
+
+
+def _collect(study: optuna.Study, tracker: Tracker, *, top: int, link_base: str | None) -> _Facts:
+    name = study.study_name
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise HvitError(f"study {name!r} has no complete trial yet: run `hvit-sweep run --study {name}` first")
+    parent_id = study.user_attrs.get(ATTR_PARENT)
+    if not parent_id:
+        raise HvitError(f"study {name!r} has no MLflow parent run: it was not run by hvit-sweep")
+    try:
+        parent = tracker.client.get_run(parent_id)
+    except MlflowException:
+        raise HvitError(
+            f"study {name!r}: its MLflow run {parent_id} is not in {tracker.uri}: "
+            "pass the --tracking-uri (or --root) the study was run with"
+        ) from None
+    experiment_id = study.user_attrs.get(ATTR_EXPERIMENT) or parent.info.experiment_id
+    if link_base is None:
+        link_base = LOCAL_UI if tracker.local or not tracker.uri.startswith("http") else tracker.uri
+    return _Facts(
+        study=study,
+        tracker=tracker,
+        experiment_id=experiment_id,
+        parent=parent,
+        runs=_trial_runs(tracker, experiment_id, name),
+        complete=complete,
+        best=_best_trials(study, complete, top),
+        link_base=link_base.rstrip("/"),
+    )
+
+
+def _trial_runs(tracker: Tracker, experiment_id: str, study_name: str) -> dict[str, Any]:
+    """Every trial run of the study, by run id, in as few searches as pages."""
+    query = f"{role_filter(ROLE_TRIAL)} AND tags.`{TAG_STUDY}` = '{study_name}'"
+    runs: dict[str, Any] = {}
+    token = None
+    while True:
+        page = tracker.client.search_runs([experiment_id], filter_string=query, max_results=5000, page_token=token)
+        runs.update({run.info.run_id: run for run in page})
+        token = page.token
+        if not token:
+            return runs
+
+
+def _best_trials(study: optuna.Study, complete: list[FrozenTrial], top: int) -> list[FrozenTrial]:
+    """The top trials by the objective, or the Pareto set ordered by its first objective."""
+    first = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    pool = study.best_trials if len(study.directions) > 1 else complete
+    ranked = sorted(pool, key=lambda t: (-t.values[0] if first else t.values[0], t.number))
+    return ranked if len(study.directions) > 1 else ranked[:top]
+
+
+def _spec_for_plots(study: optuna.Study) -> StudySpec:
+    """The objectives as a StudySpec, which is what :func:`~hvit_sweeps.plots.study_figures` reads."""
+    names = study.metric_names or ["val_acc1"] * len(study.directions)
+    objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(names, study.directions)]
+    try:
+        return StudySpec.model_validate({"name": "report", "objectives": objectives, "pruner": {"type": "none"}})
+    except ValidationError:  # metric names hvit-sweep does not know: label the plots generically
+        generic = [{"direction": o["direction"]} for o in objectives]
+        return StudySpec.model_validate({"name": "report", "objectives": generic, "pruner": {"type": "none"}})
+
+
+# -- sections --------------------------------------------------------------------------
+
+
+def _summary_section(facts: _Facts) -> str:
+    params, tags = facts.parent.data.params, facts.parent.data.tags
+    counts = trial_counts(facts.study)
+    run = facts.run_of(facts.best[0])
+    run_tags = run.data.tags if run else {}
+    run_params = run.data.params if run else {}
+    sizes = ", ".join(f"{k} {run_params[f'dataset.{k}_size']}" for k in ("train", "val", "test") if f"dataset.{k}_size" in run_params)
+    rows = [
+        ("trials", ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")),
+        ("objectives", params.get(PARAM_OBJECTIVES) or _objectives_text(facts)),
+        ("best", _best_text(facts)),
+        ("sampler", f"{params.get('study.sampler', '?')} (seed {params.get('study.sampler_seed', '?')})"),
+        ("pruner", params.get("study.pruner", "?")),
+        ("epochs per trial", params.get("study.max_epochs", "?")),
+        ("dataset", run_tags.get(TAG_DATASET) or params.get("study.dataset", "?")),
+        ("dataset hash", run_tags.get(TAG_DATASET_HASH, "not recorded")),
+        ("split sizes", sizes or "not recorded"),
+        ("study file", tags.get(TAG_STUDY_FILE, "?")),
+        ("tracking store", facts.tracker.uri),
+    ]
+    first = facts.metric_names[0]
+    direction = facts.study.directions[0].name.lower()
+    links = [
+        _link(runs_table_url(facts.link_base, facts.experiment_id, order_by=tracked_metric(first),
+                             ascending=direction == "minimize"), "all trials in MLflow, best first"),
+        _link(run_url(facts.link_base, facts.experiment_id, facts.parent.info.run_id), "the study's parent run"),
+    ]
+    note = ""
+    if facts.link_base == LOCAL_UI:
+        note = f"<p class='note'>Links open the MLflow UI: start it with <code>hvit-sweep ui --root {_e(str(facts.tracker.root))}</code>.</p>"
+    return _table(["", ""], rows, header=False) + f"<p>{' · '.join(links)}</p>" + note
+
+
+def _objectives_text(facts: _Facts) -> str:
+    return ", ".join(f"{m}:{d.name.lower()}" for m, d in zip(facts.metric_names, facts.study.directions))
+
+
+def _best_text(facts: _Facts) -> str:
+    if len(facts.study.directions) > 1:
+        return f"Pareto set of {len(facts.best)} trial(s)"
+    trial = facts.best[0]
+    return f"{facts.metric_names[0]} = {_fmt(trial.values[0])} (trial {trial.number})"
+
+
+def _best_section(facts: _Facts) -> str:
+    names = facts.metric_names
+    head = ["rank", "trial", *names, "params_m", "flops_m", "epochs", "duration", "sampled params", "MLflow"]
+    rows, details = [], []
+    for rank, trial in enumerate(facts.best, start=1):
+        run = facts.run_of(trial)
+        metrics = run.data.metrics if run else {}
+        link = _link(run_url(facts.link_base, facts.experiment_id, run.info.run_id), "run") if run else "no run"
+        rows.append((
+            rank, trial.number, *(_fmt(v) for v in trial.values),
+            _fmt(metrics.get("params_m")), _fmt(metrics.get("flops_m")),
+            len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
+            _duration(trial), _params_text(trial.params), _Raw(link),
+        ))
+        if run:
+            config = sorted(run.data.params.items())
+            details.append(f"<details><summary>trial {trial.number}: full config ({len(config)} settings)</summary>"
+                           f"{_table(['setting', 'value'], config)}</details>")
+    what = "Pareto set, by the first objective" if len(facts.study.directions) > 1 else f"top {len(facts.best)}"
+    return f"<p>{_e(what)}.</p>" + _table(head, rows) + "".join(details)
+
+
+def _plots_section(facts: _Facts, plotly: bool) -> str:
+    study = facts.study
+    if plotly:
+        figures = _plotly_figures(study, _spec_for_plots(study))
+        parts = [
+            _figure(name, fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%"))
+            for i, (name, fig) in enumerate(figures.items())
+        ]
+    else:
+        from hvit_sweeps.plots import study_figures
+
+        parts = [_figure(name, _img(_png_of(fig), name)) for name, fig in study_figures(study, _spec_for_plots(study)).items()]
+    kind = "interactive (plotly)" if plotly else "PNG (install plotly for interactive plots)"
+    note = f"<p class='note'>{_e(kind)}; a plot that needs more trials is left out.</p>"
+    return note + f"<div class='grid'>{''.join(parts)}</div>"
+
+
+def _plotly_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
+    """Optuna's plotly plots this study allows; those it cannot draw yet are left out."""
+    from optuna import visualization as vis
+
+    first = spec.objectives[0].metric
+    target = (lambda t: t.values[0]) if spec.multi_objective else None
+    draws: dict[str, Any] = {
+        "optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=first),
+        "param_importances": lambda: vis.plot_param_importances(study, target=target, target_name=first),
+        "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first),
+    }
+    if spec.multi_objective:
+        draws["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=[o.metric for o in spec.objectives])
+    else:
+        draws["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
+    figures = {}
+    for name, draw in draws.items():
+        try:
+            figures[name] = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+            continue
+    return figures
+
+
+def _cost_section(facts: _Facts) -> str:
+    points = []
+    for trial in facts.complete:
+        run = facts.run_of(trial)
+        metrics = run.data.metrics if run else {}
+        if _ACCURACY in metrics:
+            points.append((trial.number, metrics[_ACCURACY], metrics.get("params_m"), metrics.get("flops_m")))
+    if not points:
+        return "<p>No complete trial run logged best_val_acc1.</p>"
+    pareto = len(facts.study.directions) > 1
+    starred = {t.number for t in facts.best} if pareto else {facts.best[0].number}
+    what = "the Pareto set" if pareto else "the best trial"
+    return _img(_png_of(_cost_figure(points, starred)), "val_acc1 against params_m and flops_m") + (
+        f"<p class='note'>{len(points)} complete trial(s), coloured by trial number and labelled with it; "
+        f"red stars: {what}.</p>"
+    )
+
+
+def _cost_figure(points: list[tuple[int, float, float | None, float | None]], best: set[int]) -> Any:
+    import matplotlib.pyplot as plt
+
+    with plt.style.context("default"):  # not the ggplot style Optuna's plots leave behind
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for ax, column, label in ((axes[0], 2, "params_m (millions of parameters)"), (axes[1], 3, "flops_m (MFLOPs per image)")):
+            xs = [(p[column], p[1], p[0]) for p in points if p[column] is not None]
+            ax.scatter([x for x, _, _ in xs], [y for _, y, _ in xs], c=[n for _, _, n in xs], cmap="viridis", s=30)
+            starred = [(x, y) for x, y, n in xs if n in best]
+            ax.scatter([x for x, _ in starred], [y for _, y in starred], marker="*", s=160, color="#d32f2f", zorder=3)
+            if len(xs) <= 40:
+                for x, y, n in xs:
+                    ax.annotate(str(n), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.set_xlabel(label)
+            ax.set_ylabel("best val_acc1")
+            ax.grid(color="#e5e5e5", linewidth=0.5)
+        fig.suptitle("accuracy against model size and compute, complete trials")
+        fig.tight_layout()
+    return fig
+
+
+def _visuals_section(facts: _Facts) -> str:
+    trial = facts.best[0]
+    run = facts.run_of(trial)
+    if run is None:
+        return f"<p>Trial {trial.number} has no MLflow run.</p>"
+    with tempfile.TemporaryDirectory(prefix="hvit-report-") as tmp:
+        folder = download_visuals(facts.tracker, run.info.run_id, Path(tmp))
+        if folder is None:
+            return (f"<p>Trial {trial.number}'s run has no <code>visuals/</code> artifacts "
+                    "(they are written for trials whose checkpoint is kept).</p>")
+        pngs = sorted(folder.glob("*.png"), key=lambda p: (_rank(p.stem), p.stem))
+        parts = [_figure(p.stem, _img(p.read_bytes(), p.stem)) for p in pngs]
+        summary = folder / "per_class_accuracy.json"
+        worst = _worst_classes(json.loads(summary.read_text())) if summary.is_file() else ""
+    return f"<p>Trial {trial.number}, from its run's <code>visuals/</code> artifacts.</p>" + "".join(parts) + worst
+
+
+def _rank(stem: str) -> int:
+    return _VISUAL_ORDER.index(stem) if stem in _VISUAL_ORDER else len(_VISUAL_ORDER)
+
+
+def _worst_classes(summary: dict[str, Any], count: int = 10) -> str:
+    scored = [c for c in summary.get("classes", []) if c.get("accuracy") is not None]
+    worst = sorted(scored, key=lambda c: (c["accuracy"], c["index"]))[:count]
+    rows = [(c["name"], f"{c['accuracy']:.1%}", f"{c['correct']}/{c['support']}") for c in worst]
+    return f"<h3>Lowest-accuracy classes</h3>{_table(['class', 'accuracy', 'correct'], rows)}"
+
+
+# -- HTML ------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1320px;padding:0 24px 48px;color:#1d1d1f}
+h1{margin:24px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
+nav a{margin-right:16px}table{border-collapse:collapse;margin:8px 0;font-size:14px}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}
+img{max-width:100%;height:auto;display:block;margin:8px 0}.scroll{overflow:auto;max-height:1000px;border:1px solid #ddd}
+.scroll img{max-width:none}figure{margin:16px 0}figcaption{font-weight:600;font-size:14px;color:#444}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:8px 24px}
+.note{color:#666;font-size:13px}details{margin:6px 0}code{background:#f3f3f3;padding:1px 4px}
+"""
+
+
+class _Raw(str):
+    """HTML that a table cell must not escape."""
+
+
+def _page(title: str, sections: dict[str, str]) -> str:
+    nav = "".join(f"<a href='#{key}'>{_e(SECTIONS[key])}</a>" for key in sections)
+    body = "".join(f"<section id='{key}'><h2>{_e(SECTIONS[key])}</h2>{content}</section>" for key, content in sections.items())
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
+        f"<h1>{_e(title)}</h1><p class='note'>hvit-sweep report, {stamp}</p><nav>{nav}</nav>{body}</body></html>"
+    )
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], *, header: bool = True) -> str:
+    top = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" if header else ""
+    cells = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table>{top}{cells}</table>"
+
+
+def _cell(value: Any) -> str:
+    return value if isinstance(value, _Raw) else _e(str(value))
+
+
+def _figure(name: str, content: str) -> str:
+    return f"<figure id='fig-{_e(name)}'><figcaption>{_e(name.replace('_', ' '))}</figcaption>{content}</figure>"
+
+
+def _img(png: bytes, alt: str) -> str:
+    tag = f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+    width, height = _png_size(png)
+    return f"<div class='scroll'>{tag}</div>" if width > _SCROLL_OVER[0] or height > _SCROLL_OVER[1] else tag
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) from the PNG header; (0, 0) for anything else."""
+    return struct.unpack(">II", png[16:24]) if png[:8] == b"\x89PNG\r\n\x1a\n" else (0, 0)
+
+
+def _png_of(figure: Any) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _link(url: str, text: str) -> str:
+    return f"<a href='{_e(url)}'>{_e(text)}</a>"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in params.items())
+
+
+def _duration(trial: FrozenTrial) -> str:
+    if trial.datetime_start is None or trial.datetime_complete is None:
+        return ""
+    return f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.0f} s"
+
+
+def _use_plotly(interactive: bool | None) -> bool:
+    if interactive is False:
+        return False
+    installed = importlib.util.find_spec("plotly") is not None
+    if interactive and not installed:
+        raise HvitError("interactive plots need plotly: pip install plotly, or leave out --interactive")
+    return installed
