@@ -21,7 +21,7 @@ from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import config_flags, parse_sets, set_args
-from hvit_sweeps.keys import JOURNAL_FILE, PARAM_OBJECTIVES, PLOT_HISTORY, TAG_STUDY, TRACKING_DB, plot_artifact
+from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_RUN_ID, CHECKPOINT_ARTIFACT, JOURNAL_FILE, PLOT_HISTORY, plot_artifact
 
 if TYPE_CHECKING:
     import optuna
@@ -332,31 +332,38 @@ def _sweep_banner(sweep: Sweep, connected: Connected, workers: int) -> str:
 
 def _tracking_hint(sweep: Sweep, connected: Connected) -> str:
     """Where to look: the trials, best first, and the study's run with its plots."""
+    from hvit_sweeps.mlflow_view import view_key, view_url
     from hvit_sweeps.tracking import run_url
 
-    first = sweep.spec.objectives[0]
     local = sweep.tracker.local
-    base = "http://127.0.0.1:5000" if local else sweep.tracker.uri
+    base = _ui_base(sweep.tracker.uri if not local else None)
     root = "" if sweep.root == Path("mlruns") else f" --root {sweep.root}"
     return "\n".join(
         [
             *([f"MLflow: run `hvit-sweep ui{root}`, then open"] if local else []),
-            f"trials, best first: {_trials_url(base, connected.experiment_id, f'{first.metric}:{first.direction}')}",
+            f"trials, best first: {view_url(base, connected.experiment_id, view_key(sweep.study_name))}",
             "study run (plots, best so far): "
             + run_url(base, connected.experiment_id, connected.parent_run_id, artifact=plot_artifact(PLOT_HISTORY)),
+            "(MLflow shows accuracies as fractions: 0.42 there is 42.00% here)",
         ]
     )
 
 
-def _trials_url(base: str, experiment_id: str, objective: str) -> str:
-    """``objective`` as the parent run records it: "val_acc1:maximize"."""
-    from hvit_sweeps.study import tracked_metric
-    from hvit_sweeps.tracking import runs_table_url
+def _ui_base(tracking_uri: str | None) -> str:
+    """The MLflow UI's address: the tracking server's, or where `hvit-sweep ui` serves the embedded store."""
+    return tracking_uri if tracking_uri and tracking_uri.startswith("http") else "http://127.0.0.1:5000"
 
-    metric, _, direction = objective.partition(":")
-    if not metric:
-        return runs_table_url(base, experiment_id)
-    return runs_table_url(base, experiment_id, order_by=tracked_metric(metric), ascending=direction == "minimize")
+
+def _run_links(trials: list[optuna.trial.FrozenTrial], *, experiment_id: str | None, base: str) -> list[str]:
+    """One line per trial: its MLflow run page."""
+    from hvit_sweeps.tracking import run_url
+
+    lines = []
+    for trial in trials:
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        if run_id and experiment_id:
+            lines.append(f"trial {trial.number}: {run_url(base, experiment_id, run_id)}")
+    return lines
 
 
 def _load_existing(study: str, study_name: str | None, storage: str | None, root: Path) -> optuna.Study:
@@ -383,15 +390,20 @@ def show(
     study: StudyOpt,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
     root: RootOpt = Path("mlruns"),
 ) -> None:
-    """List a study's trials: state, value, params, epochs and duration."""
+    """List a study's trials: state, value, params, epochs and duration, and each trial's MLflow run."""
     from hvit_sweeps.console import console, sweep_summary, trials_table
 
     loaded = _load_existing(study, study_name, storage, root)
     names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
-    console.print(trials_table(loaded.get_trials(deepcopy=False), title=f"study {loaded.study_name}", metric_names=names))
+    trials = loaded.get_trials(deepcopy=False)
+    console.print(trials_table(trials, title=f"study {loaded.study_name}", metric_names=names))
     console.print(sweep_summary(loaded, metric_names=names))
+    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    for line in _run_links(trials, experiment_id=experiment, base=_ui_base(tracking_uri)):
+        console.print(line, soft_wrap=True)  # a link must not be folded
 
 
 @app.command()
@@ -416,6 +428,10 @@ def best(
     names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
     title = "Pareto set" if len(loaded.directions) > 1 else f"best {len(chosen)} of study {loaded.study_name}"
     console.print(trials_table(chosen, title=title, metric_names=names))
+    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    for trial, line in zip(chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(tracking_uri)), strict=False):
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        console.print(f"{line}\n  checkpoint: runs:/{run_id}/{CHECKPOINT_ARTIFACT}", soft_wrap=True)
     if export is not None:
         tracker = Tracker(tracking_uri, root=root)
         tracker.check_reachable()
@@ -453,20 +469,16 @@ def ui(
     root: RootOpt = Path("mlruns"),
     port: Annotated[int, Opt(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
-    """Open the MLflow UI on the embedded store under --root."""
-    from hvit_sweeps.console import console
-    from hvit_sweeps.tracking import Tracker
+    """Open the MLflow UI on the embedded store under --root; Ctrl-C stops it."""
+    from mlflow import MlflowClient
 
-    if not (root / TRACKING_DB).is_file():
-        raise HvitError(f"no tracking store at {root}/{TRACKING_DB}: run a study first, or pass --root")
-    tracker = Tracker(None, root=root)
-    base = f"http://127.0.0.1:{port}"
-    for experiment in tracker.client.search_experiments():
-        for study in tracker.study_runs(experiment.experiment_id):
-            objective = study.data.params.get(PARAM_OBJECTIVES, "").split(",")[0]
-            link = _trials_url(base, experiment.experiment_id, objective)
-            console.print(f"{study.data.tags[TAG_STUDY]}: {link}", soft_wrap=True)  # a link must not be folded
-    # This interpreter's mlflow, whether or not its venv is on PATH.
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracker.uri,
-               "--host", "127.0.0.1", "--port", str(port)]
-    os.execv(command[0], command)
+    from hvit_sweeps.console import console
+    from hvit_sweeps.tracking import default_tracking_uri
+    from hvit_sweeps.ui import LOG_FILE, serve_ui, study_links
+
+    def ready(base: str) -> None:
+        for name, trials, study_run in study_links(MlflowClient(default_tracking_uri(root)), base):
+            console.print(f"{name}\n  trials, best first: {trials}\n  study run (plots, best so far): {study_run}", soft_wrap=True)
+        console.print(f"MLflow UI at {base} (log: {root / LOG_FILE}); Ctrl-C stops it")
+
+    raise typer.Exit(serve_ui(root, port, on_ready=ready))

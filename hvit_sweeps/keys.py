@@ -48,7 +48,11 @@ __all__ = [
     "TAG_TRIAL_NUMBER",
     "TAG_TRIAL_STATE",
     "TRACKING_DB",
+    "HP_PREFIX",
+    "VISUALS_DIR",
     "best_metric",
+    "model_metric",
+    "study_metric",
     "plot_artifact",
     "role_filter",
 ]
@@ -94,9 +98,27 @@ TAG_HOST = "hvit.host"
 PARAM_OBJECTIVES = "study.objectives"  # on the parent run: "val_acc1:maximize,params_m:minimize"
 
 
+HP_PREFIX = "hp."  # a searched value under its Optuna name: hp.optim.lr, hp.stages.base_width
+VISUALS_DIR = "visuals"  # per-trial pictures: confusion matrix, per-class accuracy, ...
+
+
 def best_metric(metric: str) -> str:
-    """The trial-run metric holding an epoch metric's value at the best epoch."""
-    return f"best_{metric}"
+    """The trial-run metric holding an epoch metric's value at the best epoch.
+
+    The ``best/`` prefix puts these one-point summaries in a chart section of their
+    own in the MLflow UI, apart from the per-epoch curves.
+    """
+    return f"best/{metric}"
+
+
+def model_metric(name: str) -> str:
+    """A trial run's size figure: ``model/params_m``, ``model/flops_m``, ..."""
+    return f"model/{name}"
+
+
+def study_metric(name: str) -> str:
+    """A parent run's summary, logged at every finished trial: ``study/best_value``, ``study/complete``."""
+    return f"study/{name}"
 
 
 # -- MLflow artifacts --------------------------------------------------------------------

@@ -45,6 +45,7 @@ from hvit_sweeps.keys import (
     TAG_STUDY,
     TAG_STUDY_FILE,
     best_metric,
+    model_metric,
     role_filter,
 )
 from hvit_sweeps.study import StudySpec, tracked_metric
@@ -64,6 +65,7 @@ SECTIONS = {
 }
 _VISUAL_ORDER = ("training_curves", "confusion_matrix", "per_class_accuracy", "misclassified", "train_batch")
 _ACCURACY = best_metric("val_acc1")  # every trial run logs it, whatever the study optimises
+_PARAMS, _FLOPS = model_metric("params_m"), model_metric("flops_m")
 _SCROLL_OVER = (1600, 1400)  # px (width, height): shown at full size in a scroll box, so small labels stay readable
 
 
@@ -246,7 +248,7 @@ def _best_section(facts: _Facts) -> str:
         link = _link(run_url(facts.link_base, facts.experiment_id, run.info.run_id), "run") if run else "no run"
         rows.append((
             rank, trial.number, *(_fmt(v) for v in trial.values),
-            _fmt(metrics.get("params_m")), _fmt(metrics.get("flops_m")),
+            _fmt(metrics.get(_PARAMS)), _fmt(metrics.get(_FLOPS)),
             len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
             _duration(trial), _params_text(trial.params), _Raw(link),
         ))
@@ -305,9 +307,9 @@ def _cost_section(facts: _Facts) -> str:
         run = facts.run_of(trial)
         metrics = run.data.metrics if run else {}
         if _ACCURACY in metrics:
-            points.append((trial.number, metrics[_ACCURACY], metrics.get("params_m"), metrics.get("flops_m")))
+            points.append((trial.number, metrics[_ACCURACY], metrics.get(_PARAMS), metrics.get(_FLOPS)))
     if not points:
-        return "<p>No complete trial run logged best_val_acc1.</p>"
+        return f"<p>No complete trial run logged {_ACCURACY}.</p>"
     pareto = len(facts.study.directions) > 1
     starred = {t.number for t in facts.best} if pareto else {facts.best[0].number}
     what = "the Pareto set" if pareto else "the best trial"

@@ -18,14 +18,17 @@ import json
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field, max_stages
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import best_metric
+from hvit_sweeps.keys import best_metric, model_metric
+
+if TYPE_CHECKING:
+    from hvit_sweeps.data import DatasetInfo
 
 __all__ = [
     "StudySpec",
@@ -44,7 +47,7 @@ _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
 
 def tracked_metric(metric: str) -> str:
     """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
-    return metric if metric in MODEL_METRICS else best_metric(metric)
+    return model_metric(metric) if metric in MODEL_METRICS else best_metric(metric)
 
 
 class _Strict(BaseModel):
@@ -279,8 +282,14 @@ class StudySpec(_Strict):
             study_layer["monitor"] = monitor
         return [study_layer, cli]
 
-    def trial_config(self, overrides: dict[str, Any], cli: dict[str, Any]) -> TrainConfig:
-        return build_config(*self.base_layers(cli), overrides, source=f"study {self.name}")
+    def trial_config(
+        self, overrides: dict[str, Any], cli: dict[str, Any], *, info: DatasetInfo | None = None
+    ) -> TrainConfig:
+        return build_config(*self.base_layers(cli), overrides, source=f"study {self.name}", info=info)
+
+    def param_names(self) -> list[str]:
+        """The Optuna parameter names a trial of this study may sample, in file order."""
+        return [*self.space, *self._stage_params()]
 
     def grid_space(self) -> dict[str, list[Any]] | None:
         grid: dict[str, list[Any]] = {}
@@ -289,14 +298,25 @@ class StudySpec(_Strict):
             if values is None:
                 return None
             grid[path] = values
-        if self.stages is not None:
-            for knob in ("num_stages", "base_width", "width_mult", "head_dim"):
-                if not isinstance(getattr(self.stages, knob), (int, float)):
-                    grid[f"stages.{knob}"] = self.stages.knob_values(knob)
-            if not isinstance(self.stages.depth, (int, float)):
-                for i in range(int(max(self.stages.knob_values("num_stages")))):
-                    grid[f"stages.depth_{i}"] = self.stages.knob_values("depth")
+        for name, stage_values in self._stage_params().items():
+            if stage_values is None:
+                return None
+            grid[name] = stage_values
         return grid
+
+    def _stage_params(self) -> dict[str, list[Any] | None]:
+        """The searched knobs of ``[stages]`` by parameter name, with their values (None: continuous)."""
+        if self.stages is None:
+            return {}
+        params = {
+            f"stages.{knob}": self.stages.knob_values(knob)
+            for knob in ("num_stages", "base_width", "width_mult", "head_dim")
+            if not isinstance(getattr(self.stages, knob), (int, float))
+        }
+        if not isinstance(self.stages.depth, (int, float)):
+            for i in range(int(max(self.stages.knob_extremes("num_stages")))):
+                params[f"stages.depth_{i}"] = self.stages.knob_values("depth")
+        return params
 
     def check_buildable(self, cli: dict[str, Any]) -> None:
         """Build a config at every corner of the space, so a bad file fails now, not in trial 37."""

@@ -30,11 +30,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from hvit_sweeps.config import TrainConfig, flatten_config
+from hvit_sweeps.config import TrainConfig, flatten_config, max_stages
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     CHECKPOINT_ARTIFACT,
     CHECKPOINT_DIR,
+    HP_PREFIX,
     PLOTS_DIR,
     ROLE_STUDY,
     ROLE_TRIAL,
@@ -185,7 +186,9 @@ class Tracker:
                 **tags,
             },
         )
-        params = {**flatten_config(config), **{k: v for k, v in sampled.items() if k.startswith("stages.")}}
+        # Every trial of a study gets the same keys: stages it lacks are logged as 0.
+        stages = max_stages(config.model.image_size, config.model.patch_size)
+        params = {**flatten_config(config, stages=stages), **{f"{HP_PREFIX}{k}": v for k, v in sampled.items()}}
         self.log_params(run.info.run_id, params)
         return run.info.run_id
 

@@ -187,7 +187,7 @@ def test_pareto_study_report(tmp_path: Path) -> None:
     study.set_user_attr(ATTR_PARENT, parent)
     for number, (acc, size) in enumerate([(0.5, 1.0), (0.6, 2.0), (0.4, 3.0), (0.55, 0.5)]):
         run = tracker.client.create_run(experiment, tags={"hvit.role": "trial", "hvit.study": "pareto"})
-        tracker.log_metrics(run.info.run_id, {"best_val_acc1": acc, "params_m": size, "flops_m": 10 * size}, step=1)
+        tracker.log_metrics(run.info.run_id, {"best/val_acc1": acc, "model/params_m": size, "model/flops_m": 10 * size}, step=1)
         trial = optuna.trial.create_trial(
             values=[acc, size], params={"optim.lr": 1e-3 * (number + 1)},
             distributions={"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},

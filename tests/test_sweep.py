@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 
 from conftest import _wait_healthy, cli, free_port, hvit, ok, tiny_study
 from hvit_sweeps.keys import ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
+from hvit_sweeps.mlflow_view import read_study_view
 from hvit_sweeps.sweep import Connected, open_storage
 from hvit_sweeps.sweep.objective import _retry_of
 from hvit_sweeps.sweep.storage import recover_stale_trials, trial_id
@@ -96,7 +97,9 @@ def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
         assert [m.step for m in history] == sorted(trial.intermediate_values)
         assert run.data.params["data.dataset"] == "synthetic"
         assert float(run.data.params["model.embed_dims.0"]) > 0  # per-stage params are numeric
-        assert run.data.metrics["params_m"] > 0
+        assert run.data.metrics["model/params_m"] > 0
+        assert set(trial.params) == {k.removeprefix("hp.") for k in run.data.params if k.startswith("hp.")}
+        assert run.data.tags["optuna.trial_state"] == trial.state.name
     assert parent.info.status == "FINISHED"
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/optimization_history.png", "plots/parallel_coordinate.png"} <= plots
@@ -109,12 +112,10 @@ def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> 
     client = local_client(smoke_sweep / "mlruns")
     parent, _ = study_runs(client, "smoke")
     trials_link = out.split("trials, best first: ")[1].split("\n")[0]
-    assert fragment_query(trials_link) == {
-        "workflowType": "machine_learning",
-        "searchFilter": "tags.`hvit.role` = 'trial'",
-        "orderByKey": "metrics.`best_val_acc1`",  # smoke maximises val_acc1, logged at the best epoch
-        "orderByAsc": "false",
-    }
+    # The link opens the study's saved view; the view holds the filter and the sort.
+    assert fragment_query(trials_link) == {"workflowType": "machine_learning", "viewStateShareKey": "hvit-smoke"}
+    view = read_study_view(client, parent.info.experiment_id, "hvit-smoke")
+    assert view is not None and view["orderByKey"] == "metrics.`best/val_acc1`"  # smoke maximises val_acc1
     study_link = out.split("study run (plots, best so far): ")[1].split("\n")[0]
     route = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/"
     linked = study_link.split(route)[1].split("?")[0]
@@ -136,9 +137,13 @@ def test_ui_serves_the_embedded_store(smoke_sweep: Path) -> None:
         _wait_healthy(f"http://127.0.0.1:{port}", process, log)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as page:
             assert b"<html" in page.read(2000).lower()
-        line = next(line for line in log.read_text().splitlines() if line.startswith("smoke: "))
-        assert line.split()[1].startswith(f"http://127.0.0.1:{port}/#/experiments/")
-        assert fragment_query(line.split()[1])["orderByKey"] == "metrics.`best_val_acc1`"
+        deadline = time.monotonic() + 20  # links are printed just after /health answers
+        while "trials, best first: " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        line = next(line for line in log.read_text().splitlines() if "trials, best first: " in line)
+        link = line.split("trials, best first: ")[1]
+        assert link.startswith(f"http://127.0.0.1:{port}/#/experiments/")
+        assert fragment_query(link)["viewStateShareKey"] == "hvit-smoke"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

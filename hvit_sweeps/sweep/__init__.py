@@ -19,16 +19,21 @@ import warnings
 import optuna
 
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
+from hvit_sweeps.study import MODEL_METRICS, tracked_metric
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
     ATTR_FINGERPRINT,
     ATTR_PARENT,
     ATTR_TARGET,
+    HP_PREFIX,
     PARAM_OBJECTIVES,
     STUDY_FILE_DIR,
     TAG_STUDY_FILE,
+    TAG_TRIAL_STATE,
+    model_metric,
 )
-from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_values, trial_counts
+from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, study_summary, trial_counts
 from hvit_sweeps.sweep.storage import open_storage, recover_stale_trials, stale_handler
 from hvit_sweeps.sweep.workers import WorkerSummary, launch_workers, run_worker, worker_plan
 
@@ -96,6 +101,7 @@ def connect(
     )
     if created:
         _describe_parent(sweep, parent)
+        write_view(sweep, experiment_id)
     elif add_trials:
         tracker.reopen(parent)
     if study.user_attrs.get(ATTR_PARENT) != parent:
@@ -145,14 +151,30 @@ def _describe_parent(sweep: Sweep, parent: str) -> None:
     sweep.tracker.log_file(parent, sweep.spec_path, STUDY_FILE_DIR)
 
 
+def write_view(sweep: Sweep, experiment_id: str) -> None:
+    """The study's saved runs-table view in MLflow: its trials, best first, with the searched params."""
+    spec = sweep.spec
+    objectives = [tracked_metric(o.metric) for o in spec.objectives]
+    view = StudyView(
+        name=f"{sweep.study_name}: trials, best first",
+        objectives=objectives,
+        ascending=spec.objectives[0].direction == "minimize",
+        param_keys=[f"{HP_PREFIX}{name}" for name in spec.param_names()],
+        extra_metrics=[model_metric(m) for m in MODEL_METRICS],
+        state_tag=TAG_TRIAL_STATE,
+        curve_metric="val_acc1",
+    )
+    write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
+
+
 def finalize(sweep: Sweep, connected: Connected) -> list[str]:
     """Log best-so-far metrics and the study plots to the parent run, then close it."""
     study = connected.study
     tracker = sweep.tracker
     counts = trial_counts(study)
-    summary = {f"trials_{k}": float(v) for k, v in counts.items()}
-    best = best_values(study)
-    tracker.log_metrics(connected.parent_run_id, {**summary, **best}, step=counts["finished"])
+    metrics, step = study_summary(study)
+    tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+    write_view(sweep, connected.experiment_id)
     from hvit_sweeps.plots import study_figures  # matplotlib: only when a study ends
 
     names = tracker.log_plots(connected.parent_run_id, study_figures(study, sweep.spec))

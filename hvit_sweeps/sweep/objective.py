@@ -44,6 +44,7 @@ from hvit_sweeps.keys import (
     TAG_STOP_REASON,
     TAG_TRIAL_STATE,
     best_metric,
+    model_metric,
 )
 from hvit_sweeps.study import EPOCH_METRICS, StudySpec
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay
@@ -52,6 +53,8 @@ from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 
 __all__ = ["SurplusTrial", "TrialObjective", "TrialReporter"]
+
+_NOT_SUMMARIES = ("lr", "epoch_seconds", "images_per_second")
 
 
 class SurplusTrial(Exception):
@@ -100,9 +103,9 @@ class TrialObjective:
         sampled = self.sweep.spec.suggest(trial)
         with tempfile.TemporaryDirectory(prefix="hvit-trial-") as tmp:
             config = self.sweep.spec.trial_config(
-                sampled, {**self.sweep.cli, "checkpoint_path": str(Path(tmp) / CHECKPOINT_FILE)}
+                sampled, {**self.sweep.cli, "checkpoint_path": str(Path(tmp) / CHECKPOINT_FILE)}, info=self.splits.info
             )
-            run_id = self._start_run(trial, config, sampled, retry_of)
+            run_id = self._start_run(trial, config, retry_of)
             reporter = TrialReporter(trial, run_id, self.sweep.tracker, self.sweep.spec)
             callbacks: list[Callback] = [reporter]
             if self.display is not None:
@@ -124,7 +127,7 @@ class TrialObjective:
         ahead = [t for t in self.connected.study.get_trials(deepcopy=False, states=alive) if t.number < trial.number]
         return len(ahead) >= self.connected.target
 
-    def _start_run(self, trial: optuna.Trial, config: TrainConfig, sampled: dict[str, Any], retry_of: int | None) -> str:
+    def _start_run(self, trial: optuna.Trial, config: TrainConfig, retry_of: int | None) -> str:
         tags = {
             TAG_DATASET: self.splits.info.label,
             TAG_DATASET_HASH: self.splits.fingerprint,
@@ -137,7 +140,7 @@ class TrialObjective:
             study_name=self.sweep.study_name,
             trial_number=trial.number,
             config=config,
-            sampled=sampled,
+            sampled=dict(trial.params),  # Optuna's names: stages.base_width, not the model it built
             tags=tags,
         )
         self.sweep.tracker.log_params(run_id, {f"dataset.{k}_size": v for k, v in self.splits.sizes.items()})
@@ -160,7 +163,13 @@ class TrialObjective:
 
     def _finish(self, trial: optuna.Trial, run_id: str, result: TrainResult, checkpoint: Path | None) -> list[float]:
         tracker = self.sweep.tracker
-        final = {**result.model_stats, **{best_metric(k): v for k, v in result.best_metrics.items()}, **result.test_metrics}
+        final = {
+            **{model_metric(k): v for k, v in result.model_stats.items()},
+            # lr or speed at the best epoch would read as "the best lr": the epoch says which it was.
+            **{best_metric(k): v for k, v in result.best_metrics.items() if k not in _NOT_SUMMARIES},
+            best_metric("epoch"): float(result.best_epoch),
+            **result.test_metrics,
+        }
         tracker.log_metrics(run_id, final, step=result.epochs_run)
         tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
         if result.status != "completed":

@@ -15,11 +15,12 @@ import optuna
 from optuna.trial import TrialState
 
 from hvit_sweeps.config import TrainConfig
+from hvit_sweeps.keys import study_metric
 from hvit_sweeps.study import StudySpec
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback
 
-__all__ = ["Connected", "Sweep", "SweepDisplay", "best_values", "trial_counts"]
+__all__ = ["Connected", "Sweep", "SweepDisplay", "best_values", "study_summary", "trial_counts"]
 
 
 class SweepDisplay(Protocol):
@@ -78,10 +79,17 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 
 
 def best_values(study: optuna.Study) -> dict[str, float]:
-    """The parent run's summary metrics: the best value and trial, or the Pareto set's size."""
+    """The best value and trial, or the Pareto set's size; empty before a trial completes."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return {}
     if len(study.directions) == 1:
         return {"best_value": float(study.best_value), "best_trial": float(study.best_trial.number)}
     return {"pareto_size": float(len(study.best_trials))}
+
+
+def study_summary(study: optuna.Study) -> tuple[dict[str, float], int]:
+    """The parent run's metrics (counts and best, under ``study/``) and their step: trials finished."""
+    counts = trial_counts(study)
+    values = {**{k: float(v) for k, v in counts.items()}, **best_values(study)}
+    return {study_metric(k): v for k, v in values.items()}, counts["finished"]

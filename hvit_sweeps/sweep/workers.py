@@ -18,7 +18,7 @@ from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
 from hvit_sweeps.sweep.objective import TrialObjective
-from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_values, trial_counts
+from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, study_summary, trial_counts
 
 __all__ = ["MAX_FAILURES_IN_ROW", "WorkerSummary", "launch_workers", "run_worker", "worker_plan"]
 
@@ -89,11 +89,9 @@ def _failure_reason(sweep: Sweep, trial: FrozenTrial | None) -> str:
 
 
 def _log_best_so_far(sweep: Sweep, connected: Connected) -> None:
-    """Best value so far on the parent run, one point per finished trial."""
-    counts = trial_counts(connected.study)
-    best = best_values(connected.study)
-    if best:
-        sweep.tracker.log_metrics(connected.parent_run_id, best, step=counts["finished"])
+    """The study's counts and best value on the parent run, one point per finished trial."""
+    metrics, step = study_summary(connected.study)
+    sweep.tracker.log_metrics(connected.parent_run_id, metrics, step=step)
 
 
 def worker_plan(*, workers: int | None, devices: Sequence[str] | None, trials_per_gpu: int) -> list[dict[str, str]]:
