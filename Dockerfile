@@ -11,17 +11,25 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# Keep the CUDA torch build that ships with the base image: the constraint
+# stops pip from replacing it with a CPU/other-CUDA wheel from PyPI. It pins
+# the installed distribution's version as pip sees it (importlib.metadata),
+# not torch.__version__, which can carry a "+cuXXX" suffix that the installed
+# metadata lacks (PyPI's wheels) and then matches nothing.
+# Dependencies first, from pyproject.toml alone, so that a source change
+# rebuilds only the last, small layer.
+COPY pyproject.toml ./
+RUN python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > /tmp/torch-constraint.txt \
+ && python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install --no-cache-dir -c /tmp/torch-constraint.txt -r /tmp/requirements.txt \
+ && rm /tmp/torch-constraint.txt /tmp/requirements.txt
+
 # studies/ is resolved relative to the working directory, so it must live in
 # /app next to the package.
-COPY pyproject.toml README.md ./
+COPY README.md ./
 COPY hvit_sweeps/ ./hvit_sweeps/
 COPY studies/ ./studies/
-
-# Keep the CUDA torch build that ships with the base image: the constraint
-# stops pip from replacing it with a CPU/other-CUDA wheel from PyPI.
-RUN python -c "import torch; print('torch==' + torch.__version__)" > /tmp/torch-constraint.txt \
- && pip install --no-cache-dir -c /tmp/torch-constraint.txt . \
- && rm /tmp/torch-constraint.txt
+RUN pip install --no-cache-dir --no-deps .
 
 # Unprivileged runtime user; /app stays writable for checkpoints/ and mlruns/,
 # ./data is mounted read-only at /app/data by docker-compose.yml.

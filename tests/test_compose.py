@@ -134,8 +134,11 @@ def run_compose(args: list[str], env_file: Path) -> subprocess.CompletedProcess:
 
 
 def test_compose_config_validates_with_env_example():
-    # `docker-compose config -q` accepts the file when .env.example provides the variables.
+    # `docker-compose config -q` accepts the file when .env.example provides the variables,
+    # with no profile and with every profile active.
     proc = run_compose(["config", "-q"], ENV_EXAMPLE)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    proc = run_compose(["--profile", "gpu", "--profile", "cpu", "--profile", "dashboard", "config", "-q"], ENV_EXAMPLE)
     assert proc.returncode == 0, proc.stderr + proc.stdout
 
 
@@ -168,8 +171,26 @@ def test_resolved_ports_bind_loopback():
 
 
 def test_required_services_exist():
-    # The stack defines postgres, mlflow, worker and the optional optuna-dashboard.
-    assert {"postgres", "mlflow", "worker", "optuna-dashboard"} <= set(services())
+    # The stack defines postgres, mlflow, the GPU and CPU workers and the optional optuna-dashboard.
+    assert {"postgres", "mlflow", "worker", "worker-cpu", "optuna-dashboard"} <= set(services())
+
+
+def test_plain_up_starts_only_postgres_and_mlflow():
+    # Without a profile, `docker compose up` starts postgres and mlflow only: nothing reserves a GPU.
+    plain = {name for name, svc in services().items() if not svc.get("profiles")}
+    assert plain == {"postgres", "mlflow"}
+    assert services()["worker"].get("profiles") == ["gpu"]
+    assert services()["worker-cpu"].get("profiles") == ["cpu"]
+    for name in plain:
+        assert "deploy" not in services()[name], name
+
+
+def test_cpu_worker_is_the_gpu_worker_without_the_reservation():
+    # worker-cpu shares image, build, command, env and dependencies with worker, and reserves no device.
+    gpu, cpu = services()["worker"], services()["worker-cpu"]
+    for key in ("build", "image", "command", "environment", "depends_on", "volumes", "shm_size"):
+        assert gpu.get(key) == cpu.get(key), key
+    assert "deploy" not in cpu and "container_name" not in cpu and not cpu.get("ports")
 
 
 def test_postgres_and_mlflow_have_healthchecks():
@@ -248,8 +269,9 @@ def test_no_inline_secrets():
 
 
 def test_worker_is_scalable_gpu_service():
-    # Workers reserve an NVIDIA GPU and have no container_name or host ports (so --scale works).
+    # GPU workers (profile gpu) reserve an NVIDIA GPU and have no container_name or host ports (so --scale works).
     worker = services()["worker"]
+    assert worker.get("profiles") == ["gpu"]
     assert "container_name" not in worker
     assert not worker.get("ports")
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
@@ -359,3 +381,17 @@ def test_worker_dockerfile_layout():
     assert users and users[-1] not in {"root", "0"}
     assert re.search(r'^CMD \["hvit-sweep", "--help"\]$', text, re.MULTILINE)
     assert any("cuda" in ref for ref in dockerfile_base_images(DOCKERFILE))
+
+
+def test_mlflow_image_runs_unprivileged():
+    # The MLflow server image switches to a non-root user that owns /mlartifacts.
+    text = MLFLOW_DOCKERFILE.read_text()
+    users = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    assert re.search(r"chown .*/mlartifacts", text)
+
+
+def test_dashboard_runs_unprivileged():
+    # The dashboard only reads the database; it runs as nobody.
+    user = str(services()["optuna-dashboard"].get("user", ""))
+    assert user and user.split(":")[0] not in {"root", "0"}
