@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,11 +21,13 @@ import typer
 from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.flags import config_flags, parse_sets, set_args
+from hvit_sweeps.flags import config_flags, override_args, parse_sets, set_args
 from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_RUN_ID, CHECKPOINT_ARTIFACT, JOURNAL_FILE, PLOT_HISTORY, plot_artifact
 
 if TYPE_CHECKING:
     import optuna
+
+    from hvit_sweeps.config import TrainConfig
 
     from hvit_sweeps.sweep import Connected, Sweep
 
@@ -72,7 +75,20 @@ app = typer.Typer(
 
 
 def main() -> None:
-    app()
+    """The console script: run the command, then leave without waiting on interpreter teardown.
+
+    Unloading torch, MLflow and DataLoader workers took 3-4 s after the last line
+    (benchmarks/RESULTS.md); every store write is synchronous and already done,
+    so the process flushes its output and exits at once.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 Opt = typer.Option
@@ -96,14 +112,19 @@ def train(
     from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.config import build_config
     from hvit_sweeps.console import TrainProgress, console, dataset_line, train_result_table
+    from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.train import train as run_training
 
     checkpoint = load_checkpoint(resume) if resume is not None else None
     base = checkpoint.config.model_dump(mode="json") if checkpoint else {}
     config = build_config(base, config_layer, parse_sets(set_), source="train flags")
     start = checkpoint.epoch + 1 if checkpoint else 1
-    with TrainProgress(config.epochs, start_epoch=start) as progress:
-        result = run_training(config, callbacks=[progress], resume=checkpoint)
+    try:
+        with graceful_interrupts(console.print), TrainProgress(config.epochs, start_epoch=start) as progress:
+            result = run_training(config, callbacks=[progress], resume=checkpoint)
+    except KeyboardInterrupt:
+        console.print(_train_interrupted(config))
+        raise typer.Exit(130) from None
     console.print(dataset_line(result.dataset, result.dataset_sizes, result.dataset_fingerprint))
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
@@ -112,6 +133,16 @@ def train(
         console.print(f"best checkpoint: {config.checkpoint_path}")
     if result.status == "diverged":
         raise typer.Exit(1)
+
+
+def _train_interrupted(config: TrainConfig) -> str:
+    """What a stopped `train` kept, and how to go on."""
+    kept = [str(p) for p in (config.checkpoint_path, config.last_checkpoint_path) if p is not None and p.is_file()]
+    if config.last_checkpoint_path is not None and config.last_checkpoint_path.is_file():
+        return f"interrupted: kept {', '.join(kept)}; continue with: hvit-sweep train --resume {config.last_checkpoint_path}"
+    if kept:
+        return f"interrupted: kept the best checkpoint so far, {kept[0]} (add --save-final to be able to --resume)"
+    return "interrupted before any epoch ended: nothing was saved"
 
 
 @app.command("eval")
@@ -227,7 +258,9 @@ def run(
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
-    from hvit_sweeps.sweep import connect, finalize, launch_workers, run_worker, worker_plan
+    from hvit_sweeps.data import load_dataset
+    from hvit_sweeps.interrupt import graceful_interrupts
+    from hvit_sweeps.sweep import close_study_run, connect, finalize, launch_workers, run_worker, worker_plan
 
     cli = {**config_layer, **parse_sets(set_)}
     sweep = _make_sweep(
@@ -236,24 +269,35 @@ def run(
     plans = worker_plan(
         workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu
     )
+    # Check the data before creating anything: a study is never bound to data it could not load.
+    console.print(f"loading data: {sweep.base_config.data.dataset}")
+    splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
     connected = connect(sweep, add_trials=add, workers=len(plans))
     console.print(_sweep_banner(sweep, connected, len(plans)))
     names = [o.metric for o in sweep.spec.objectives]
     try:
-        with SweepDashboard(study_name=sweep.study_name, target=connected.target, metric_names=names) as dash:
+        with graceful_interrupts(console.print), SweepDashboard(
+            study_name=sweep.study_name, target=connected.target, metric_names=names
+        ) as dash:
             dash.refresh(connected.study)
             if len(plans) == 1 and not plans[0]:
-                run_worker(sweep, connected, timeout=timeout, display=dash)
+                run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits)
             else:
+                del splits  # each worker loads its own
                 args = _worker_args(sweep, timeout=timeout)
                 log_dir = root / "logs" / sweep.study_name
                 codes = launch_workers(plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
                 if any(codes):
                     console.print(f"[red]workers exited with {codes}[/red]: see {log_dir}/worker-*.log")
     except KeyboardInterrupt:
-        console.print(f"interrupted: trial states are saved; continue with `hvit-sweep run --study {study} --resume`")
+        close_study_run(sweep, connected, "KILLED")
+        console.print("interrupted: finished trials are saved; the one in progress is closed and will run again.")
+        console.print(f"continue with: {_resume_command(sweep, study)}", soft_wrap=True)
         raise typer.Exit(130) from None
+    except BaseException:
+        close_study_run(sweep, connected, "FAILED")
+        raise
     finalize(sweep, connected)
     console.print(sweep_summary(connected.study, metric_names=names))
     console.print(_tracking_hint(sweep, connected), soft_wrap=True)  # links must not be folded
@@ -277,6 +321,7 @@ def worker(
 ) -> None:
     """Join a study and run its trials until its target is reached (one process of many)."""
     from hvit_sweeps.console import console
+    from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
     cli = {**config_layer, **parse_sets(set_)}
@@ -288,13 +333,33 @@ def worker(
     connected = connect(sweep, worker_index=index, workers=2)
     console.print(f"worker {index} on study {sweep.study_name}: target {connected.target} trials")
     try:
-        summary = run_worker(sweep, connected, max_trials=trials, timeout=timeout)
+        with graceful_interrupts(console.print):
+            summary = run_worker(sweep, connected, max_trials=trials, timeout=timeout)
     except KeyboardInterrupt:
         console.print("interrupted: the current trial was closed; start the worker again to continue")
         raise typer.Exit(130) from None
     console.print(f"worker {index}: ran {summary.ran} trials, stopped: {summary.reason}")
     if worker_index is None:
         finalize(sweep, connected)  # a standalone worker may be the last one; runs started by `run` leave this to it
+
+
+def _resume_command(sweep: Sweep, study: str) -> str:
+    """The exact `run --resume` line: every flag that names this study, its stores and its overrides.
+
+    A store that came from the environment (HVIT_STORAGE, MLFLOW_TRACKING_URI) is
+    not repeated: it will come from there again, and a password stays out of logs.
+    """
+    args = ["hvit-sweep", "run", "--study", study]
+    if sweep.study_name != sweep.spec.name:
+        args += ["--study-name", sweep.study_name]
+    if sweep.root != Path("mlruns"):
+        args += ["--root", str(sweep.root)]
+    if sweep.storage_url and sweep.storage_url != os.environ.get("HVIT_STORAGE"):
+        args += ["--storage", sweep.storage_url]
+    if sweep.tracking_uri and sweep.tracking_uri != os.environ.get("MLFLOW_TRACKING_URI"):
+        args += ["--tracking-uri", sweep.tracking_uri]
+    args += override_args(sweep.cli, flag_paths=SWEEP_CONFIG_PATHS)
+    return shlex.join([*args, "--resume"])
 
 
 def _worker_args(sweep: Sweep, *, timeout: float | None) -> list[str]:

@@ -6,6 +6,7 @@ training loop never imports rich.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -21,7 +22,7 @@ from rich.text import Text
 from hvit_sweeps.checkpoint import Checkpoint
 from hvit_sweeps.data import DatasetInfo
 from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
-from hvit_sweeps.train import Callback, EpochReport, TrainResult
+from hvit_sweeps.train import Callback, EpochReport, RunPlan, TrainResult
 
 __all__ = [
     "SweepDashboard",
@@ -65,8 +66,38 @@ def dataset_line(info: DatasetInfo, sizes: Mapping[str, int], fingerprint: str) 
     )
 
 
+# Without a terminal (a pipe, a CI log, nohup) rich draws nothing live: plain lines at this pace instead.
+PLAIN_EVERY_SECONDS = 10.0
+
+
+def plan_lines(plan: RunPlan) -> list[str]:
+    """What a run is about to do: data, model, device, precision and step, before the first batch."""
+    stats = plan.model_stats
+    return [
+        dataset_line(plan.dataset, plan.sizes, plan.fingerprint),
+        f"model: {stats['params_m']:.3f} M params, {stats['flops_m']:.1f} MFLOPs per image, "
+        f"{int(stats['num_stages'])} stages, depth {int(stats['total_depth'])}",
+        f"device {plan.device}, {plan.precision}, {plan.step_mode} steps; "
+        f"epochs {plan.start_epoch}-{plan.epochs}, {plan.batches_per_epoch} batches each",
+    ]
+
+
+class _PlainPace:
+    """Decides when a non-terminal run prints a progress line: at most every PLAIN_EVERY_SECONDS."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < PLAIN_EVERY_SECONDS:
+            return False
+        self.last = now
+        return True
+
+
 class TrainProgress(Callback):
-    """Epoch and batch bars, plus one printed line per epoch."""
+    """`train`'s output: a header, epoch and batch bars (plain lines without a terminal), a line per epoch."""
 
     def __init__(self, epochs: int, *, start_epoch: int = 1) -> None:
         self.progress = Progress(
@@ -77,8 +108,10 @@ class TrainProgress(Callback):
             console=console,
             transient=True,
         )
+        self.epoch = start_epoch
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=start_epoch - 1)
-        self.batches = self.progress.add_task("batches", total=None)
+        self.batches = self.progress.add_task("starting", total=None)
+        self.pace = _PlainPace()
 
     def __enter__(self) -> TrainProgress:
         self.progress.start()
@@ -87,11 +120,25 @@ class TrainProgress(Callback):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def on_phase(self, phase: str) -> None:
+        self.progress.update(self.batches, description=phase)
+        if not console.is_terminal:
+            console.print(f"{phase} ...")
+
+    def on_train_start(self, plan: RunPlan) -> None:
+        for line in plan_lines(plan):
+            self.progress.console.print(line)
+        self.progress.update(self.batches, description=f"epoch {plan.start_epoch} batches")
+
     def on_batch_end(self, batch: int, num_batches: int) -> None:
         self.progress.update(self.batches, completed=batch, total=num_batches)
+        if not console.is_terminal and self.pace.due():
+            console.print(f"epoch {self.epoch}: batch {batch}/{num_batches}")
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
+        self.epoch = report.epoch + 1
         self.progress.update(self.epochs, completed=report.epoch)
+        self.progress.update(self.batches, description=f"epoch {self.epoch} batches", completed=0)
         shown = ("train_loss", "val_loss", "val_acc1", "val_acc5", "lr", "images_per_second")
         parts = [f"{k} {format_metric(k, report.metrics[k])}" for k in shown]
         self.progress.console.print(f"epoch {report.epoch}/{report.epochs}  " + "  ".join(parts))
@@ -135,13 +182,13 @@ _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING
 
 
 def trial_values(trial: FrozenTrial, metric_names: list[str]) -> str:
-    """The trial's objective values, or its last reported one (with the epoch) while it runs."""
+    """The trial's objective values; while it runs, its last reported value, marked with its epoch."""
     if not trial.values:
         last = max(trial.intermediate_values) if trial.intermediate_values else None
         if last is None:
             return ""
-        return f"({format_metric(metric_names[0], trial.intermediate_values[last])} @ epoch {last})"
-    return ", ".join(format_metric(name, v) for name, v in zip(metric_names, trial.values))
+        return f"{format_metric(metric_names[0], trial.intermediate_values[last])} at epoch {last} (running)"
+    return ", ".join(format_metric(name, v) for name, v in zip(metric_names, trial.values, strict=False))
 
 
 def short_params(params: Mapping[str, Any]) -> str:
@@ -180,35 +227,90 @@ def best_trials(study: optuna.Study, *, top: int) -> list[FrozenTrial]:
     return sorted(complete, key=lambda t: sign * t.values[0])[:top]
 
 
-class _EpochRefresh(Callback):
-    def __init__(self, dashboard: SweepDashboard, study: optuna.Study) -> None:
-        self.dashboard, self.study = dashboard, study
+class _TrialStatus(Callback):
+    """Keeps the dashboard's "now" column for one trial: its phase, then epoch and batch."""
+
+    def __init__(self, dashboard: SweepDashboard, study: optuna.Study, number: int) -> None:
+        self.dashboard, self.study, self.number = dashboard, study, number
+        self.epoch = 1
+
+    def on_phase(self, phase: str) -> None:
+        self.dashboard.set_status(self.study, self.number, phase)
+
+    def on_train_start(self, plan: RunPlan) -> None:
+        self.epoch = plan.start_epoch
+        self.dashboard.set_status(self.study, self.number, f"epoch {self.epoch}: starting")
+
+    def on_batch_end(self, batch: int, num_batches: int) -> None:
+        self.dashboard.set_status(self.study, self.number, f"epoch {self.epoch}: batch {batch} of {num_batches}")
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
-        self.dashboard.refresh(self.study)
+        self.epoch = report.epoch + 1
+        line = "  ".join(f"{k} {format_metric(k, report.metrics[k])}" for k in ("val_acc1", "val_loss"))
+        self.dashboard.set_status(self.study, self.number, f"epoch {report.epoch} done: {line}", force=True)
         return None
 
 
 class SweepDashboard:
-    """Live view of a study, read from its storage: trial bar, running trials, best so far."""
+    """Live view of a study, read from its storage: trial bar, running trials, best so far.
+
+    Without a terminal it prints plain lines instead: each trial's start and end,
+    each epoch, and where the trial is at most every PLAIN_EVERY_SECONDS.
+    """
 
     def __init__(self, *, study_name: str, target: int, metric_names: list[str], top: int = 5) -> None:
         self.study_name, self.target, self.metric_names, self.top = study_name, target, metric_names, top
-        self.live = Live(console=console, refresh_per_second=4, transient=False)
+        self.live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
+        self.status: dict[int, str] = {}
+        self.pace = _PlainPace()
+        self.drawn = 0.0
+        self.printed = ""
 
     def __enter__(self) -> SweepDashboard:
-        self.live.start()
+        if self.live is not None:
+            self.live.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.live.stop()
+        if self.live is not None:
+            self.live.stop()
         console.print()
 
     def refresh(self, study: optuna.Study) -> None:
-        self.live.update(self.render(study), refresh=True)
+        self.drawn = time.monotonic()
+        if self.live is not None:
+            self.live.update(self.render(study), refresh=True)
+            return
+        summary = self._plain_summary(study)
+        if summary != self.printed:  # polled often: a plain log gets a line when something changed
+            console.print(summary)
+            self.printed = summary
+
+    def _plain_summary(self, study: optuna.Study) -> str:
+        counts = {s: sum(t.state == s for t in study.get_trials(deepcopy=False)) for s in TrialState}
+        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        chosen = best_trials(study, top=1) if counts[TrialState.COMPLETE] else []
+        best = f"; best {trial_values(chosen[0], self.metric_names)} (trial {chosen[0].number})" if chosen else ""
+        return (
+            f"study {self.study_name}: {done}/{self.target} trials ({counts[TrialState.COMPLETE]} complete, "
+            f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed){best}"
+        )
 
     def trial_callback(self, study: optuna.Study, trial_number: int) -> Callback:
-        return _EpochRefresh(self, study)
+        return _TrialStatus(self, study, trial_number)
+
+    def set_status(self, study: optuna.Study, number: int, text: str, *, force: bool = False) -> None:
+        """A trial's "now"; the screen is redrawn at most twice a second (it reads the storage)."""
+        first = number not in self.status
+        self.status[number] = text
+        if self.live is None:
+            if first:
+                trial = next((t for t in study.get_trials(deepcopy=False) if t.number == number), None)
+                console.print(f"trial {number} started: {short_params(trial.params) if trial else ''}")
+            if force or first or self.pace.due() or not text.startswith("epoch"):
+                console.print(f"trial {number}: {text}")
+        elif force or time.monotonic() - self.drawn > 0.5:
+            self.refresh(study)
 
     def render(self, study: optuna.Study) -> Group:
         trials = study.get_trials(deepcopy=False)
@@ -223,14 +325,15 @@ class SweepDashboard:
             f"[red]{counts[TrialState.FAIL]} failed[/]",
         )
         running = Table(title="running", title_justify="left", show_edge=False)
-        for column in ("#", "epoch", "", "last value", "params"):
+        for column in ("#", "epochs done", "progress", "now", f"last {self.metric_names[0]}", "params"):
             running.add_column(column)
         for trial in trials:
             if trial.state == TrialState.RUNNING:
                 epoch, epochs = trial.user_attrs.get(ATTR_EPOCH, 0), trial.user_attrs.get(ATTR_EPOCHS, 1)
                 running.add_row(
                     str(trial.number), f"{epoch}/{epochs}", ProgressBar(total=epochs, completed=epoch, width=20),
-                    trial_values(trial, self.metric_names), short_params(trial.params),
+                    self.status.get(trial.number, "starting"), trial_values(trial, self.metric_names),
+                    short_params(trial.params),
                 )
         best = trials_table(
             best_trials(study, top=self.top), title="best so far", metric_names=self.metric_names

@@ -37,6 +37,7 @@ __all__ = [
     "config_flag_table",
     "config_flags",
     "config_layer",
+    "override_args",
     "parse_sets",
     "reproduce_command",
     "set_args",
@@ -228,6 +229,23 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
 def set_args(layer: Mapping[str, Any]) -> list[str]:
     """``--set PATH=VALUE`` flags that :func:`parse_sets` reads back as ``layer``."""
     return [arg for path, value in layer.items() for arg in ("--set", f"{path}={_toml_value(value)}")]
+
+
+def override_args(layer: Mapping[str, Any], *, flag_paths: Iterable[str]) -> list[str]:
+    """Flags for ``layer``: its own flag where the command has one (``--dataset x``), else ``--set``."""
+    by_path = {flag.path: flag for flag in config_flag_table().values() if flag.path in set(flag_paths)}
+    args: list[str] = []
+    for path, value in layer.items():
+        flag = by_path.get(path)
+        args += flag.to_args(_json_value(value)) if flag else set_args({path: value})
+    return args
+
+
+def _json_value(value: Any) -> Any:
+    """A layer value as ``model_dump(mode="json")`` would give it: tuples as lists, paths as text."""
+    if isinstance(value, Path):
+        return str(value)
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _toml_value(value: Any) -> str:

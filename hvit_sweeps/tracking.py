@@ -157,6 +157,10 @@ class Tracker:
         """The parent runs of the studies in an experiment (one per study name)."""
         return self.client.search_runs([experiment_id], filter_string=role_filter(ROLE_STUDY))
 
+    def run_status(self, run_id: str) -> str:
+        """RUNNING, FINISHED, KILLED or FAILED."""
+        return self.client.get_run(run_id).info.status
+
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
 

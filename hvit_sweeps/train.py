@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hvit_sweeps import interrupt
 from hvit_sweeps.checkpoint import Checkpoint, load_model, save_checkpoint
 from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig
 from hvit_sweeps.data import BatchLoader, DatasetInfo, DatasetSplits, derive_seed, load_dataset, make_loaders
@@ -36,6 +37,7 @@ __all__ = [
     "Callback",
     "EpochReport",
     "Precision",
+    "RunPlan",
     "TrainResult",
     "evaluate",
     "model_stats",
@@ -58,8 +60,30 @@ class EpochReport:
     metrics: dict[str, float]
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run is about to do, told to callbacks once everything is built."""
+
+    dataset: DatasetInfo
+    sizes: dict[str, int]
+    fingerprint: str
+    model_stats: dict[str, float]
+    device: str
+    precision: str  # "fp32", "bf16 autocast" or "fp16 autocast"
+    step_mode: str  # "eager", "cuda-graph" or "compile=MODE"
+    epochs: int
+    start_epoch: int
+    batches_per_epoch: int
+
+
 class Callback:
     """Per-epoch hook. Subclass and override what you need."""
+
+    def on_phase(self, phase: str) -> None:
+        """A step before the first batch: "loading data", "building model", "first batch"."""
+
+    def on_train_start(self, plan: RunPlan) -> None:
+        """What the run will do, once data and model are ready."""
 
     def on_batch_end(self, batch: int, num_batches: int) -> None:
         """Called after each optimizer step; must not touch device tensors."""
@@ -99,6 +123,10 @@ class Precision:
         return _precision(resolve_runtime(runtime, device), device)
 
     @property
+    def label(self) -> str:
+        return "fp32" if self.dtype is None else f"{'bf16' if self.dtype == torch.bfloat16 else 'fp16'} autocast"
+
+    @property
     def needs_scaler(self) -> bool:
         # fp16 gradients underflow without loss scaling; bf16 has fp32's range.
         return self.dtype == torch.float16
@@ -107,6 +135,11 @@ class Precision:
         if self.dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+def _tell(callbacks: Sequence[Callback], phase: str) -> None:
+    for callback in callbacks:
+        callback.on_phase(phase)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -210,12 +243,15 @@ def train(
     """
     device = resolve_device(config.runtime.device)
     seed_everything(config.seed)
-    splits = splits if splits is not None else load_dataset(config.data, seed=config.seed)
+    if splits is None:
+        _tell(callbacks, "loading data")
+        splits = load_dataset(config.data, seed=config.seed)
     _check_data_matches(config, splits.info)
     loaders = make_loaders(splits, config.data, device=device, seed=config.seed)
     precision = Precision.from_runtime(config.runtime, device)
     notes = runtime_notes(config.runtime, device)
 
+    _tell(callbacks, "building model")
     model = build_model(config.model).to(device)
     start_epoch, history, best = 1, [], _Best(config.monitor_mode if select == "best" else "last")
     if resume is not None:
@@ -247,6 +283,13 @@ def train(
         step = _GraphedStep(step, optimizer)
 
     saver = _Saver(model, config, list(splits.info.class_names), optimizer, scheduler, scaler)
+    plan = RunPlan(
+        dataset=splits.info, sizes=splits.sizes, fingerprint=splits.fingerprint, model_stats=stats,
+        device=str(device), precision=precision.label, step_mode=step_mode(config.runtime, device),
+        epochs=config.epochs, start_epoch=start_epoch, batches_per_epoch=steps_per_epoch,
+    )
+    for callback in callbacks:
+        callback.on_train_start(plan)
     status: Literal["completed", "stopped", "diverged"] = "completed"
     reason = f"trained {config.epochs} epochs"
     epoch = start_epoch - 1
@@ -318,6 +361,7 @@ def evaluate(
         )
         totals = batch if totals is None else totals + batch
         count += len(y)
+        interrupt.check()
     model.train(was_training)
     if totals is None:
         raise HvitError("the evaluation split is empty: lower --val-split's effect or add data")
@@ -349,6 +393,7 @@ def _run_epoch(
         seen += len(x)
         for callback in callbacks:
             callback.on_batch_end(batch, num_batches)
+        interrupt.check()  # a Ctrl-C stops here, between two optimizer steps
     train_loss = (loss_sum / num_batches).item() if loss_sum is not None else float("nan")
     train_seconds = time.perf_counter() - start
     val = evaluate(model, loaders.val, precision, memory_format)

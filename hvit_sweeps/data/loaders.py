@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -215,6 +216,7 @@ def _make_host_loaders(
         persistent_workers=config.num_workers > 0,
         pin_memory=pin,
         generator=torch.Generator().manual_seed(derive_seed(seed, "workers")),  # worker base seeds
+        worker_init_fn=_ignore_ctrl_c,
     )
     train = _HostLoader(train_batches, device=device, finish=train_finish, num_samples=len(splits.train))
 
@@ -224,6 +226,15 @@ def _make_host_loaders(
         return _HostLoader(batches, device=device, finish=eval_finish, num_samples=len(split))
 
     return train, eval_loader(splits.val), eval_loader(splits.test)
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Workers leave Ctrl-C to the main process, which stops at a batch boundary and shuts them down.
+
+    A terminal sends SIGINT to the whole process group; a worker that died of it
+    would turn a clean stop into "DataLoader worker exited unexpectedly".
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 # --------------------------------------------------------------------------- device loader

@@ -34,7 +34,7 @@ from hvit_sweeps.keys import (
     model_metric,
 )
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, study_summary, trial_counts
-from hvit_sweeps.sweep.storage import open_storage, recover_stale_trials, stale_handler
+from hvit_sweeps.sweep.storage import close_orphan_runs, open_storage, recover_stale_trials, stale_handler
 from hvit_sweeps.sweep.workers import WorkerSummary, launch_workers, run_worker, worker_plan
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "Sweep",
     "SweepDisplay",
     "WorkerSummary",
+    "close_study_run",
     "connect",
     "finalize",
     "launch_workers",
@@ -94,6 +95,7 @@ def connect(
     if study.metric_names is None:
         study.set_metric_names([o.metric for o in sweep.spec.objectives])
     recover_stale_trials(study, storage, tracker, heartbeat=sweep.heartbeat)
+    close_orphan_runs(study, tracker)
     target = _settle_target(study, sweep, add_trials)
     experiment_id = tracker.experiment_id(sweep.study_name)
     parent, created = tracker.parent_run(
@@ -102,8 +104,8 @@ def connect(
     if created:
         _describe_parent(sweep, parent)
         write_view(sweep, experiment_id)
-    elif add_trials:
-        tracker.reopen(parent)
+    else:
+        tracker.reopen(parent)  # trials are about to run under it, also on --resume
     if study.user_attrs.get(ATTR_PARENT) != parent:
         study.set_user_attr(ATTR_PARENT, parent)
         study.set_user_attr(ATTR_EXPERIMENT, experiment_id)
@@ -149,6 +151,12 @@ def _describe_parent(sweep: Sweep, parent: str) -> None:
     }
     sweep.tracker.log_params(parent, params)
     sweep.tracker.log_file(parent, sweep.spec_path, STUDY_FILE_DIR)
+
+
+def close_study_run(sweep: Sweep, connected: Connected, status: str) -> None:
+    """End the parent run after a stop or a crash, so it is never left RUNNING; `run --resume` reopens it."""
+    if trial_counts(connected.study)["running"] == 0:
+        sweep.tracker.end_run(connected.parent_run_id, status)
 
 
 def write_view(sweep: Sweep, experiment_id: str) -> None:

@@ -113,7 +113,9 @@ class TrialObjective:
             try:
                 result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
             except KeyboardInterrupt:
-                self.sweep.tracker.end_run(run_id, "KILLED", tags={TAG_FAILURE: "interrupted (Ctrl-C)"})
+                # Optuna records the trial as FAIL, so `run --resume` runs another in its place.
+                tags = {TAG_FAILURE: "interrupted (Ctrl-C or SIGTERM)", TAG_TRIAL_STATE: "FAIL"}
+                self.sweep.tracker.end_run(run_id, "KILLED", tags=tags)
                 raise
             except BaseException as err:
                 self._fail(run_id, err)

@@ -22,10 +22,10 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import ATTR_HEARTBEAT, ATTR_HOST, ATTR_PID, ATTR_RUN_ID, JOURNAL_FILE, TAG_FAILURE
+from hvit_sweeps.keys import ATTR_HEARTBEAT, ATTR_HOST, ATTR_PID, ATTR_RUN_ID, JOURNAL_FILE, TAG_FAILURE, TAG_TRIAL_STATE
 from hvit_sweeps.tracking import Tracker
 
-__all__ = ["open_storage", "recover_stale_trials", "stale_handler", "trial_id"]
+__all__ = ["close_orphan_runs", "open_storage", "recover_stale_trials", "stale_handler", "trial_id"]
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 
@@ -112,7 +112,9 @@ def stale_handler(tracker: Tracker) -> StaleCallback:
         retry(study, trial)
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id:
-            tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: "worker died (stale trial); retried"})
+            tracker.end_run(
+                run_id, "FAILED", tags={TAG_FAILURE: "worker died (stale trial); retried", TAG_TRIAL_STATE: "FAIL"}
+            )
 
     return on_stale
 
@@ -145,6 +147,26 @@ def recover_stale_trials(study: optuna.Study, storage: BaseStorage, tracker: Tra
         on_stale(study, trial)
         recovered.append(trial.number)
     return recovered
+
+
+def close_orphan_runs(study: optuna.Study, tracker: Tracker) -> list[str]:
+    """Close trial runs MLflow still shows as RUNNING although Optuna has ended their trial.
+
+    That happens when the MLflow server was down as the trial ended: Optuna has the
+    state, MLflow missed the call. The run is closed with the state Optuna recorded.
+    """
+    closed = []
+    for trial in study.get_trials(deepcopy=False):
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        if trial.state == TrialState.RUNNING or not run_id or tracker.run_status(run_id) != "RUNNING":
+            continue
+        status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}.get(trial.state, "FAILED")
+        tracker.end_run(run_id, status, tags={TAG_TRIAL_STATE: trial.state.name, TAG_FAILURE: _ORPHAN_REASON})
+        closed.append(run_id)
+    return closed
+
+
+_ORPHAN_REASON = "closed on resume: the run missed its trial's end (tracking server unreachable then)"
 
 
 def _owner_gone(trial: FrozenTrial, *, grace: float) -> bool:

@@ -9,11 +9,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hvit_sweeps import interrupt
 from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
@@ -54,6 +56,7 @@ def run_worker(
     ran = failures_in_row = 0
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our display and MLflow report trials
     while True:
+        interrupt.check()  # a Ctrl-C that came between two trials
         counts = trial_counts(study)
         if counts["finished"] + counts["running"] >= connected.target and not counts["waiting"]:
             reason = "target reached"
@@ -135,13 +138,16 @@ def launch_workers(
         command = [sys.executable, "-m", "hvit_sweeps", "worker", *worker_args, "--worker-index", str(index)]
         processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}), log))
     try:
+        forwarded = False
         while any(p.poll() is None for p, _ in processes):
+            if interrupt.requested() and not forwarded:  # a SIGTERM (docker stop) reached only us
+                _signal_all(processes, signal.SIGINT)
+                forwarded = True
             poll()
-            time.sleep(1.0)
+            time.sleep(0.2)
+        interrupt.check()
     except KeyboardInterrupt:
-        for process, _ in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
+        _signal_all(processes, signal.SIGINT)
         for process, _ in processes:
             process.wait()
         raise
@@ -150,3 +156,9 @@ def launch_workers(
             log.close()
     poll()
     return [p.returncode for p, _ in processes]
+
+
+def _signal_all(processes: list[tuple[subprocess.Popen[bytes], Any]], sig: int) -> None:
+    for process, _ in processes:
+        if process.poll() is None:
+            process.send_signal(sig)
