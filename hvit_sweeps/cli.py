@@ -22,13 +22,19 @@ from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import config_flags, override_args, parse_sets, set_args
-from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_RUN_ID, CHECKPOINT_ARTIFACT, JOURNAL_FILE, PLOT_HISTORY, plot_artifact
+from hvit_sweeps.keys import (
+    ATTR_EXPERIMENT,
+    ATTR_RUN_ID,
+    CHECKPOINT_ARTIFACT,
+    JOURNAL_FILE,
+    PLOT_HISTORY,
+    plot_artifact,
+)
 
 if TYPE_CHECKING:
     import optuna
 
     from hvit_sweeps.config import TrainConfig
-
     from hvit_sweeps.sweep import Connected, Sweep
 
 __all__ = ["app", "main"]
@@ -111,7 +117,12 @@ def train(
     """Train one HViT and keep its best-by-validation checkpoint."""
     from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.config import build_config
-    from hvit_sweeps.console import TrainProgress, console, dataset_line, train_result_table
+    from hvit_sweeps.console import (
+        TrainProgress,
+        console,
+        dataset_line,
+        train_result_table,
+    )
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.train import train as run_training
 
@@ -151,12 +162,14 @@ def evaluate_checkpoint(
     *,
     checkpoint: Annotated[Path, Opt(help="A .pth file from `train` or `best --export`.")],
     split: Annotated[str, Opt(help="Which split: val, test or both.")] = "both",
+    visuals: Annotated[Path | None, Opt(help="Also write the visuals (confusion matrix, mistakes, ...) here.")] = None,
     config_layer: dict[str, Any],
 ) -> None:
     """Evaluate a checkpoint on the validation split it was chosen on, and on test."""
     from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.console import console, dataset_line, eval_table
     from hvit_sweeps.train import evaluate_checkpoint as run_eval
+    from hvit_sweeps.visuals import write_checkpoint_visuals
 
     if split not in ("val", "test", "both"):
         raise typer.BadParameter(f"{split!r}: use val, test or both", param_hint="--split")
@@ -164,6 +177,9 @@ def evaluate_checkpoint(
     results, data = run_eval(saved, overrides=config_layer, splits=("val", "test") if split == "both" else (split,))
     console.print(dataset_line(data.info, data.sizes, data.fingerprint))
     console.print(eval_table(saved, results))
+    if visuals is not None:
+        for path in write_checkpoint_visuals(saved, data, overrides=config_layer, out_dir=visuals):
+            console.print(f"wrote {path}")
 
 
 # -- sweeps -----------------------------------------------------------------------------
@@ -260,7 +276,14 @@ def run(
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.data import load_dataset
     from hvit_sweeps.interrupt import graceful_interrupts
-    from hvit_sweeps.sweep import close_study_run, connect, finalize, launch_workers, run_worker, worker_plan
+    from hvit_sweeps.sweep import (
+        close_study_run,
+        connect,
+        finalize,
+        launch_workers,
+        run_worker,
+        worker_plan,
+    )
 
     cli = {**config_layer, **parse_sets(set_)}
     sweep = _make_sweep(
@@ -476,17 +499,29 @@ def best(
     study: StudyOpt,
     export: Annotated[Path | None, Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")] = None,
     top: Annotated[int, Opt(min=1, help="How many of the best trials (single objective).")] = 1,
+    retrain: Annotated[
+        bool,
+        Opt(help="Train the best trial's config again on train+val, test it once, log and register it as the final model."),
+    ] = False,
+    registry_name: Annotated[str | None, Opt(help="--retrain: registered model name (default: hvit-<study>).")] = None,
+    alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
+    seed: Annotated[int | None, Opt(min=0, help="--retrain: the final run's seed (default: the trial's + 1).")] = None,
+    set_: SetOpt = None,
     study_name: StudyNameOpt = None,
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     root: RootOpt = Path("mlruns"),
 ) -> None:
-    """Show the best trial (or the Pareto set) and optionally export its checkpoint."""
+    """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
     from hvit_sweeps.console import best_trials, console, trials_table
     from hvit_sweeps.export import export_trials
     from hvit_sweeps.tracking import Tracker
 
     loaded = _load_existing(study, study_name, storage, root)
+    if retrain:
+        _retrain(loaded, export=export, registry_name=registry_name, alias=alias, seed=seed,
+                 overrides=parse_sets(set_), tracking_uri=tracking_uri, root=root)
+        return
     chosen = best_trials(loaded, top=top)
     if not chosen:
         raise HvitError(f"study {loaded.study_name!r} has no complete trial yet: run more trials first")
@@ -502,6 +537,55 @@ def best(
         tracker.check_reachable()
         for path in export_trials(loaded, chosen, tracker=tracker, dest=export):
             console.print(f"exported {path}")
+
+
+def _retrain(
+    loaded: optuna.Study, *, export: Path | None, registry_name: str | None, alias: str, seed: int | None,
+    overrides: dict[str, Any], tracking_uri: str | None, root: Path,
+) -> None:
+    from hvit_sweeps.console import TrainProgress, console
+    from hvit_sweeps.interrupt import graceful_interrupts
+    from hvit_sweeps.keys import ATTR_EPOCHS
+    from hvit_sweeps.retrain import best_complete_trial, retrain_best
+    from hvit_sweeps.tracking import Tracker
+
+    tracker = Tracker(tracking_uri, root=root)
+    tracker.check_reachable()
+    source = best_complete_trial(loaded)  # no complete trial: one line, exit 2
+    epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
+    with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
+        result = retrain_best(loaded, tracker=tracker, dest=export, seed=seed, registry_name=registry_name,
+                              alias=alias, overrides=overrides, callbacks=[progress])
+    console.print(
+        f"final model of trial {result.source_trial}: test top-1 {100 * result.test_acc1:.2f}% "
+        f"(trained on train+val, {result.config.epochs} epochs, seed {result.config.seed}); MLflow run {result.run_id}"
+    )
+    if result.registered:
+        console.print(f"registered {result.registered.uri} (version {result.registered.version})")
+    if result.exported:
+        console.print(f"exported {result.exported}")
+
+
+@app.command()
+def report(
+    study: StudyOpt,
+    out: Annotated[Path | None, Opt(help="The HTML file to write (default: report-<study>.html).")] = None,
+    top: Annotated[int, Opt(min=1, help="How many of the best trials to show.")] = 5,
+    study_name: StudyNameOpt = None,
+    storage: StorageOpt = None,
+    tracking_uri: TrackingOpt = None,
+    root: RootOpt = Path("mlruns"),
+) -> None:
+    """Write one self-contained HTML page for a study: summary, best trials, plots and visuals."""
+    from hvit_sweeps.console import console
+    from hvit_sweeps.report import build_report
+    from hvit_sweeps.tracking import Tracker
+
+    loaded = _load_existing(study, study_name, storage, root)
+    tracker = Tracker(tracking_uri, root=root)
+    tracker.check_reachable()
+    path = build_report(loaded, tracker=tracker, out=out or Path(f"report-{loaded.study_name}.html"), top=top)
+    console.print(f"report: {path}")
 
 
 @app.command()

@@ -18,12 +18,12 @@ import optuna
 from optuna.trial import FrozenTrial
 
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint, load_model
-from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import reproduce_command
 from hvit_sweeps.keys import ATTR_RUN_ID
 from hvit_sweeps.model import count_parameters
 from hvit_sweeps.tracking import Tracker
+from hvit_sweeps.visuals import download_visuals
 
 __all__ = ["export_trials", "reproduce_command"]
 
@@ -72,6 +72,7 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
     (folder / "config.json").write_text(json.dumps(checkpoint.config.model_dump(mode="json"), indent=2))
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     (folder / "MODEL_CARD.md").write_text(_model_card(summary, checkpoint))
+    download_visuals(tracker, run_id, folder)  # visuals/ beside the checkpoint, when the trial has them
 
 
 def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:

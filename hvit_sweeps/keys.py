@@ -30,6 +30,7 @@ __all__ = [
     "PARAM_OBJECTIVES",
     "PLOTS_DIR",
     "PLOT_HISTORY",
+    "ROLE_FINAL",
     "ROLE_STUDY",
     "ROLE_TRIAL",
     "STUDY_FILE_DIR",
@@ -40,13 +41,18 @@ __all__ = [
     "TAG_HOST",
     "TAG_NOTES",
     "TAG_PRUNED_AT",
+    "TAG_REGISTERED",
     "TAG_RETRY_OF",
+    "TAG_SOURCE_RUN",
+    "TAG_SOURCE_TRIAL",
     "TAG_ROLE",
     "TAG_STOP_REASON",
     "TAG_STUDY",
     "TAG_STUDY_FILE",
     "TAG_TRIAL_NUMBER",
+    "TAG_TRAINED_ON",
     "TAG_TRIAL_STATE",
+    "TAG_VISUALS",
     "TRACKING_DB",
     "HP_PREFIX",
     "VISUALS_DIR",
@@ -79,6 +85,11 @@ ATTR_SURPLUS = "hvit.surplus"  # failed on purpose: asked for after the target w
 TAG_ROLE = "hvit.role"
 ROLE_STUDY = "study"  # the study's one parent run
 ROLE_TRIAL = "trial"
+ROLE_FINAL = "final"  # a study's final model, retrained on train+val by `best --retrain`
+TAG_SOURCE_TRIAL = "hvit.source_trial"
+TAG_SOURCE_RUN = "hvit.source_run_id"
+TAG_TRAINED_ON = "hvit.trained_on"
+TAG_REGISTERED = "hvit.registered_model"
 TAG_STUDY = "hvit.study"
 TAG_STUDY_FILE = "hvit.study_file"
 TAG_TRIAL_NUMBER = "optuna.trial_number"
@@ -92,6 +103,7 @@ TAG_CHECKPOINT = "hvit.checkpoint"
 TAG_DATASET = "hvit.dataset"
 TAG_DATASET_HASH = "hvit.dataset_hash"
 TAG_HOST = "hvit.host"
+TAG_VISUALS = "hvit.visuals"  # logged, or why not
 
 # -- MLflow params and metrics -----------------------------------------------------------
 

@@ -44,19 +44,23 @@ from hvit_sweeps.keys import (
     ATTR_PARENT,
     ATTR_RUN_ID,
     CHECKPOINT_DIR,
+    ROLE_FINAL,
     TAG_DATASET,
     TAG_DATASET_HASH,
     TAG_FAILURE,
     TAG_HOST,
+    TAG_REGISTERED,
     TAG_ROLE,
+    TAG_SOURCE_RUN,
+    TAG_SOURCE_TRIAL,
     TAG_STUDY,
+    TAG_TRAINED_ON,
 )
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 
 __all__ = [
     "FINAL_CHECKPOINT",
-    "ROLE_FINAL",
     "RegisteredVersion",
     "RetrainResult",
     "best_complete_trial",
@@ -71,11 +75,6 @@ __all__ = [
 ]
 
 # Names this module writes; candidates for hvit_sweeps.keys once a second reader appears.
-ROLE_FINAL = "final"  # TAG_ROLE of a study's final model run
-TAG_SOURCE_TRIAL = "hvit.source_trial"
-TAG_SOURCE_RUN = "hvit.source_run_id"
-TAG_TRAINED_ON = "hvit.trained_on"
-TAG_REGISTERED = "hvit.registered_model"
 TRAINED_ON = "train+val"
 FINAL_CHECKPOINT = "final.pth"  # the local file's name is the artifact's name: checkpoint/final.pth
 # The final run's val split is inside its training data: its val figures are logged under this prefix.

@@ -221,6 +221,7 @@ class StudySpec(_Strict):
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     keep_top_k: int | None = Field(None, ge=1, description="Keep checkpoints of the best k trials only.")
+    visuals: bool = Field(True, description="Log per-trial visuals (confusion matrix, ...) for kept checkpoints.")
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Param] = Field(default_factory=dict)
     stages: StagesSpace | None = None

@@ -22,7 +22,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -38,13 +38,20 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.ticker import MaxNLocator
 from torch import nn
 
-from hvit_sweeps.data import BatchLoader, DatasetInfo, Loaders
+from hvit_sweeps.checkpoint import Checkpoint, load_model
+from hvit_sweeps.data import (
+    BatchLoader,
+    DatasetInfo,
+    DatasetSplits,
+    Loaders,
+    make_loaders,
+)
+from hvit_sweeps.keys import VISUALS_DIR
 
 if TYPE_CHECKING:
     from hvit_sweeps.tracking import Tracker
 
 __all__ = [
-    "VISUALS_ARTIFACT_DIR",
     "Predictions",
     "confusion_matrix",
     "download_visuals",
@@ -56,13 +63,13 @@ __all__ = [
     "plot_train_batch",
     "plot_training_curves",
     "predict",
+    "write_checkpoint_visuals",
     "write_trial_visuals",
 ]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-VISUALS_ARTIFACT_DIR = "visuals"
 _DPI = 110
 _ANNOTATE_MAX_CLASSES = 20  # above this, cells get no numbers and counts a log colour scale
 
@@ -355,6 +362,31 @@ def _save(fig: Any, path: Path) -> Path:
 # -- entry points ----------------------------------------------------------------------
 
 
+def write_checkpoint_visuals(
+    checkpoint: Checkpoint,
+    splits: DatasetSplits,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    out_dir: Path,
+    history: Sequence[dict[str, float]] | None = None,
+) -> list[Path]:
+    """The visuals of a saved model on ``splits`` (the data it was chosen on).
+
+    Args:
+        overrides: Config paths to change first, such as ``runtime.device``.
+        history: Per-epoch metrics; by default the checkpoint's own, when it kept them.
+    """
+    from hvit_sweeps.config import build_config
+    from hvit_sweeps.train import resolve_device
+
+    config = build_config(checkpoint.config.model_dump(mode="json"), overrides or {}, info=splits.info)
+    device = resolve_device(config.runtime.device)
+    loaders = make_loaders(splits, config.data, device=device, seed=config.seed)
+    saved_history = (checkpoint.training_state or {}).get("history", [])
+    model = load_model(checkpoint).to(device)
+    return write_trial_visuals(model, loaders, splits.info, saved_history if history is None else history, out_dir)
+
+
 def write_trial_visuals(
     model: nn.Module,
     loaders: Loaders,
@@ -394,16 +426,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def log_visuals(tracker: Tracker, run_id: str, out_dir: Path) -> None:
     """Upload every file of ``out_dir`` to the run as ``visuals/<name>``."""
-    tracker.client.log_artifacts(run_id, str(out_dir), VISUALS_ARTIFACT_DIR)
+    tracker.client.log_artifacts(run_id, str(out_dir), VISUALS_DIR)
 
 
 def download_visuals(tracker: Tracker, run_id: str, dst: Path) -> Path | None:
     """Fetch a run's ``visuals/`` artifacts into ``dst/visuals``; None when the run has none."""
-    if not tracker.client.list_artifacts(run_id, VISUALS_ARTIFACT_DIR):
+    if not tracker.client.list_artifacts(run_id, VISUALS_DIR):
         return None
     dst.mkdir(parents=True, exist_ok=True)
     with _no_progress_bar():
-        local = tracker.client.download_artifacts(run_id, VISUALS_ARTIFACT_DIR, str(dst))
+        local = tracker.client.download_artifacts(run_id, VISUALS_DIR, str(dst))
     return Path(local)
 
 

@@ -19,8 +19,6 @@ import warnings
 import optuna
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
-from hvit_sweeps.study import MODEL_METRICS, tracked_metric
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
     ATTR_FINGERPRINT,
@@ -33,9 +31,27 @@ from hvit_sweeps.keys import (
     TAG_TRIAL_STATE,
     model_metric,
 )
-from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, study_summary, trial_counts
-from hvit_sweeps.sweep.storage import close_orphan_runs, open_storage, recover_stale_trials, stale_handler
-from hvit_sweeps.sweep.workers import WorkerSummary, launch_workers, run_worker, worker_plan
+from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
+from hvit_sweeps.study import MODEL_METRICS, tracked_metric
+from hvit_sweeps.sweep.state import (
+    Connected,
+    Sweep,
+    SweepDisplay,
+    study_summary,
+    trial_counts,
+)
+from hvit_sweeps.sweep.storage import (
+    close_orphan_runs,
+    open_storage,
+    recover_stale_trials,
+    stale_handler,
+)
+from hvit_sweeps.sweep.workers import (
+    WorkerSummary,
+    launch_workers,
+    run_worker,
+    worker_plan,
+)
 
 __all__ = [
     "Connected",

@@ -14,12 +14,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from hvit_sweeps.checkpoint import load_checkpoint
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.data import DatasetSplits
 from hvit_sweeps.keys import (
@@ -43,6 +43,8 @@ from hvit_sweeps.keys import (
     TAG_RETRY_OF,
     TAG_STOP_REASON,
     TAG_TRIAL_STATE,
+    TAG_VISUALS,
+    VISUALS_DIR,
     best_metric,
     model_metric,
 )
@@ -51,6 +53,7 @@ from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay
 from hvit_sweeps.sweep.storage import trial_id
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
+from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
 __all__ = ["SurplusTrial", "TrialObjective", "TrialReporter"]
 
@@ -181,9 +184,25 @@ class TrialObjective:
             raise optuna.TrialPruned(result.reason)
         values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
+        if kept and checkpoint is not None and self.sweep.spec.visuals:
+            tags.update(self._log_visuals(run_id, checkpoint, result))
         tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
         tracker.end_run(run_id, "FINISHED", tags=tags)
         return values
+
+    def _log_visuals(self, run_id: str, checkpoint: Path, result: TrainResult) -> dict[str, str]:
+        """Confusion matrix, per-class accuracy, mistakes, curves and a train batch, under visuals/.
+
+        A failure here costs the pictures, not the trial: it is tagged and the sweep goes on.
+        """
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp) / VISUALS_DIR
+                write_checkpoint_visuals(load_checkpoint(checkpoint), self.splits, out_dir=out, history=result.history)
+                log_visuals(self.sweep.tracker, run_id, out)
+        except Exception as err:  # noqa: BLE001 - pictures are optional; the trial's result stands
+            return {TAG_VISUALS: f"failed: {type(err).__name__}: {err}"[:500]}
+        return {TAG_VISUALS: "logged"}
 
     def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:
         """Upload the trial's best checkpoint unless keep_top_k says it is not among the best."""

@@ -22,7 +22,15 @@ from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import ATTR_HEARTBEAT, ATTR_HOST, ATTR_PID, ATTR_RUN_ID, JOURNAL_FILE, TAG_FAILURE, TAG_TRIAL_STATE
+from hvit_sweeps.keys import (
+    ATTR_HEARTBEAT,
+    ATTR_HOST,
+    ATTR_PID,
+    ATTR_RUN_ID,
+    JOURNAL_FILE,
+    TAG_FAILURE,
+    TAG_TRIAL_STATE,
+)
 from hvit_sweeps.tracking import Tracker
 
 __all__ = ["close_orphan_runs", "open_storage", "recover_stale_trials", "stale_handler", "trial_id"]

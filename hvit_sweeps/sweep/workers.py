@@ -9,8 +9,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -20,7 +20,13 @@ from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
 from hvit_sweeps.sweep.objective import TrialObjective
-from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, study_summary, trial_counts
+from hvit_sweeps.sweep.state import (
+    Connected,
+    Sweep,
+    SweepDisplay,
+    study_summary,
+    trial_counts,
+)
 
 __all__ = ["MAX_FAILURES_IN_ROW", "WorkerSummary", "launch_workers", "run_worker", "worker_plan"]
 
