@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import copy
 import datetime as dt
+import itertools
 import json
 import os
 import platform
@@ -48,12 +49,17 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "benchmarks" / "out"
-SECTIONS = ("train", "sweep-throughput", "sweep-wall", "tracking-overhead")
+SECTIONS = ("train", "sweep-throughput", "sweep-wall", "tracking-overhead", "sweep-headline", "trial-timeline")
+# Sections a bare run (no --only) skips: the headline alone is a 50-trial study.
+OPT_IN = ("sweep-headline", "trial-timeline")
 
 SIZES: dict[str, dict[str, Any]] = {
     "small": {"model.embed_dims": [64, 128, 256], "model.depths": [2, 2, 2], "model.num_heads": [2, 4, 8]},
     "base": {"model.embed_dims": [96, 192, 384], "model.depths": [2, 4, 2], "model.num_heads": [3, 6, 12]},
 }
+# Not a train-section size (SIZES is its axis): the tests' and dry runs' concurrency and timeline
+# workers, small enough to train in seconds on a loaded 2-core machine.
+TINY = {"model.embed_dims": [16, 32], "model.depths": [1, 1], "model.num_heads": [1, 2]}
 PRECISIONS: dict[str, dict[str, Any]] = {
     "fp32": {"runtime.amp": False},
     "bf16": {"runtime.amp": True, "runtime.autocast_dtype": "bf16"},
@@ -111,13 +117,13 @@ class Profile:
     epochs: int
     num_workers: int
     train_samples: dict[tuple[str, str], int]
-    eval_samples: int
+    eval_samples: int | None  # None: the full split (synthetic: 10k test, val 10% of 50k train)
     concurrency: tuple[int, ...]
     throughput_modes: tuple[str, ...]
     throughput_precision: str
     throughput_samples: int
     sweep_trials: int
-    sweep_samples: int
+    sweep_samples: int | None  # None: the whole train pool (synthetic: 50k, CIFAR-100's size)
     trials_per_gpu: int = 4
     repeats: int = 1
     plan: str = ""  # "cpu" or "gpu": which cases, sweep variants and studies; "" follows the device
@@ -126,6 +132,11 @@ class Profile:
     sweep_max_epochs: int = 20  # gpu plan sweep-wall; depth-width.toml's own
     tracking_epochs: int = 10  # gpu plan tracking-overhead
     throughput_epochs: int = 0  # sweep-throughput epochs per process; 0: epochs + 1
+    throughput_size: str = "small"  # a SIZES name, or "tiny" (TINY)
+    timeline_size: str = "small"  # trial-timeline's fixed architecture (SIZES name or "tiny")
+    timeline_trials: int = 3
+    timeline_epochs: int = 12  # ~0.5 s GPU epochs: trials of realistic length (issue 11: ~7 s), not 1 s ones
+    headline_naive_s: float = 90.0  # sweep-headline: seconds kept for the naive baseline's rate
 
     @property
     def gpu_plan(self) -> bool:
@@ -202,7 +213,26 @@ PROFILES["gpu-dry"] = replace(
     trials_per_gpu=2,
     sweep_max_epochs=3,
     tracking_epochs=2,
+    throughput_size="tiny",
+    timeline_size="tiny",
+    timeline_trials=2,
+    timeline_epochs=3,
+    headline_naive_s=40.0,
 )
+# The CPU parts of issue 11's bench on a 2-core machine: concurrency K=1, 2 and the timeline, tiny model.
+PROFILES["cpu-tiny"] = replace(PROFILES["cpu"], name="cpu-tiny", throughput_size="tiny", throughput_samples=4096,
+                               throughput_epochs=4, timeline_size="tiny", timeline_trials=3, timeline_epochs=3,
+                               sweep_samples=512, eval_samples=128)
+# The headline of issue 11: the 50-trial depth-width study on synthetic data of CIFAR-100 size
+# (50k train of which 10% val, 10k test) on the new defaults, and the naive baseline's rate.
+PROFILES["gpu-headline"] = replace(PROFILES["gpu-quick"], name="gpu-headline", sweep_trials=50, sweep_samples=None,
+                                   eval_samples=None, concurrency=(1, 4), throughput_modes=("cuda_graphs",),
+                                   throughput_epochs=6)
+# gpu-headline's plan on the CPU: the dry run of benchmarks/gpu/run_all.sh.
+PROFILES["gpu-headline-dry"] = replace(PROFILES["gpu-dry"], name="gpu-headline-dry", sweep_trials=4, sweep_samples=256,
+                                       eval_samples=64, concurrency=(1, 2), throughput_modes=("eager",),
+                                       throughput_samples=256, throughput_epochs=3, sweep_max_epochs=2,
+                                       throughput_precision="fp32")
 
 
 # -- results ----------------------------------------------------------------------------
@@ -357,28 +387,29 @@ def device_name(device: str) -> str:
 
 
 def run_worker(spec: dict[str, Any]) -> None:
-    """``bench.py --worker JSON``: train once through the product and print what the epochs took."""
+    """``bench.py --worker JSON``: train once through the product and print what the epochs and steps took.
+
+    With ``barrier`` set, it waits for its ``parties`` peers after loading its data, so that
+    K processes start training together; ``serial`` waits for the previous one to finish
+    instead (a deliberately serialised run, which the overlap accounting must reject).
+    """
     import torch
 
     from hvit_sweeps.config import build_config
     from hvit_sweeps.data import load_dataset
-    from hvit_sweeps.train import Callback, EpochReport, train
-
-    class EpochClock(Callback):
-        def __init__(self) -> None:
-            self.ends: list[float] = []
-
-        def on_epoch_end(self, report: EpochReport) -> str | None:
-            self.ends.append(time.time())
-            return None
+    from hvit_sweeps.train import train
 
     config = build_config(spec["config"], source="bench")
     splits = load_dataset(config.data, seed=config.seed)
     if spec.get("barrier"):
-        _wait_for_peers(Path(spec["barrier"]), spec["parties"])
-    clock = EpochClock()
+        wait_at_barrier(Path(spec["barrier"]), spec["parties"], turn=spec.get("turn"))
+    clock = step_clock()
     start = time.time()
-    result = train(config, callbacks=[clock], splits=splits)
+    try:
+        result = train(config, callbacks=[clock], splits=splits)
+    finally:
+        if spec.get("barrier"):
+            (Path(spec["barrier"]) / f"done-{spec.get('turn', os.getpid())}").touch()
     print(json.dumps({
         "history": result.history,
         "notes": result.notes,
@@ -387,16 +418,59 @@ def run_worker(spec: dict[str, Any]) -> None:
         "device": device_name(config.runtime.device),
         "threads": torch.get_num_threads(),
         "start": start,
-        "epoch_ends": clock.ends,
+        "epoch_ends": clock.epoch_ends,
+        "steps": clock.steps,
+        "images_per_step": result.dataset_sizes["train"] / max(1, len(clock.steps) // max(1, len(clock.epoch_ends))),
     }))
 
 
-def _wait_for_peers(barrier: Path, parties: int, timeout: float = 600.0) -> None:
-    """Start training only when all K processes have imported and loaded their data."""
+class StepClock:
+    """Wall-clock time of every optimizer step, epoch end and announced phase (Callback hooks).
+
+    A mixin, made a ``hvit_sweeps.train.Callback`` by :func:`step_clock` (which imports torch),
+    so that importing bench.py (``--markdown``, the overlap tests) does not, and hooks added to
+    Callback later keep their no-op defaults. On CUDA a step's time is when the host queued
+    it; the queue is bounded and every epoch ends in a host sync, so the timestamps trail
+    the GPU by at most a few steps.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self.epoch_ends: list[float] = []
+        self.phases: dict[str, float] = {}
+
+    def on_phase(self, phase: str) -> None:
+        self.phases.setdefault(phase, time.time())
+
+    def on_batch_end(self, batch: int, num_batches: int) -> None:
+        self.steps.append(time.time())
+
+    def on_epoch_end(self, report: Any) -> str | None:
+        self.epoch_ends.append(time.time())
+        return None
+
+
+def step_clock() -> StepClock:
+    """A :class:`StepClock` that is also a ``hvit_sweeps.train.Callback``."""
+    from hvit_sweeps.train import Callback
+
+    return type("StepCallback", (StepClock, Callback), {})()
+
+
+def wait_at_barrier(barrier: Path, parties: int, *, turn: int | None = None, timeout: float = 600.0) -> None:
+    """A file barrier: go when all ``parties`` have written ``ready-*``; with ``turn``, when turn-1 wrote ``done-*``.
+
+    Files rather than a multiprocessing.Barrier: the workers are separate ``bench.py --worker``
+    processes (a fresh interpreter each, as a sweep trial's worker is), not forks of one.
+    """
     (barrier / f"ready-{os.getpid()}").touch()
     deadline = time.monotonic() + timeout
-    while len(list(barrier.glob("ready-*"))) < parties and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while time.monotonic() < deadline:
+        if turn is None and len(list(barrier.glob("ready-*"))) >= parties:
+            return
+        if turn is not None and (turn == 0 or (barrier / f"done-{turn - 1}").exists()):
+            return
+        time.sleep(0.02)
 
 
 @dataclass
@@ -439,13 +513,13 @@ def train_config(profile: Profile, *, size: str, precision: str, loader: str, mo
     return {
         "data.dataset": "synthetic",
         "data.max_train_samples": samples,
-        "data.max_eval_samples": profile.eval_samples,
+        **_caps(profile.eval_samples, "data.max_eval_samples"),
         "data.batch_size": profile.batch_size,
         "data.loader": loader,
         "data.num_workers": profile.num_workers if loader == "cpu" else 0,
         "runtime.device": profile.device,
         "epochs": epochs,
-        **SIZES[size],
+        **(TINY if size == "tiny" else SIZES[size]),
         **PRECISIONS[precision],
         **MODES[mode],
     }
@@ -563,65 +637,134 @@ def warmup_row(setting: str, measured: Measured, eager: Measured | None) -> Row:
 # -- section: sweep-throughput ----------------------------------------------------------
 
 
+MIN_OVERLAP = 0.8  # a K-process row whose steady windows share less than this is not summed
+
+
 def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
-    """K processes at once; on CPU also with the cores split between them (not a product option)."""
+    """K processes started on a barrier; summed img/s over the window in which all K are steady.
+
+    On CPU, K > 1 also runs with the cores split between the processes (as ``worker_plan`` does).
+    """
     for mode in profile.throughput_modes:
         single: float | None = None
         for k in profile.concurrency:
             for split in (False, True) if not profile.gpu_plan and k > 1 else (False,):
                 threads = max(1, (os.cpu_count() or 1) // k) if split else None
-                setting = f"K={k} small {profile.throughput_precision} loader=device {mode} (synthetic)"
+                setting = f"K={k} {profile.throughput_size} {profile.throughput_precision} loader=device {mode} (synthetic)"
                 setting += f", OMP_NUM_THREADS={threads} per process" if split else ""
                 if BOX.over():
                     report.add(Row("sweep-throughput", "summed img/s", setting, None, "img/s", note=NOT_STARTED))
                     continue
                 got = measure_concurrent(profile, mode, k, threads=threads, logs=logs)
                 single = got.total if k == 1 else single
-                note = got.note + ("; baseline: K=1" if k > 1 else "")
+                note = got.note + ("; baseline: K=1, same window rule" if k > 1 else "")
                 note += "; the split `run --workers` applies (worker_plan sets OMP_NUM_THREADS)" if split else ""
-                report.add(Row("sweep-throughput", "summed img/s", setting, got.total, "img/s", baseline=single, note=note))
+                report.add(Row("sweep-throughput", "summed img/s", setting, got.total, "img/s", baseline=single,
+                               note=note, detail=got.detail))
+
+
+@dataclass(frozen=True)
+class Window:
+    """The span in which every one of K processes is past its warm-up and none has stopped.
+
+    ``overlap`` is the window's length over the mean of the processes' own steady spans: 1.0
+    when all ran side by side throughout, 0.0 when one finished before another was steady.
+    """
+
+    start: float
+    end: float
+    overlap: float
+    images: tuple[float, ...]  # each process's training images whose step ended inside the window
+
+    @property
+    def seconds(self) -> float:
+        return max(0.0, self.end - self.start)
+
+    @property
+    def valid(self) -> bool:
+        return self.overlap >= MIN_OVERLAP and self.seconds > 0
+
+    @property
+    def summed(self) -> float | None:
+        """Summed img/s inside the window; None when the overlap is too small to mean concurrency."""
+        return sum(self.images) / self.seconds if self.valid else None
+
+
+def steady_span(raw: dict[str, Any]) -> tuple[float, float]:
+    """(first step after epoch 1, last step) of one worker: epoch 1 is its warm-up (graph capture, autotuning)."""
+    steps, warm_end = raw["steps"], raw["epoch_ends"][0] if len(raw["epoch_ends"]) > 1 else raw["start"]
+    after = [t for t in steps if t > warm_end]
+    return (after[0], steps[-1]) if after else (steps[-1], steps[-1])
+
+
+def steady_window(raws: Sequence[dict[str, Any]]) -> Window:
+    """The common steady window of K workers' step timelines, and what each trained inside it."""
+    spans = [steady_span(raw) for raw in raws]
+    start, end = max(s for s, _ in spans), min(e for _, e in spans)
+    mean_span = statistics.mean(e - s for s, e in spans)
+    overlap = max(0.0, end - start) / mean_span if mean_span > 0 else 0.0
+    images = tuple(raw["images_per_step"] * sum(start < t <= end for t in raw["steps"]) for raw in raws)
+    return Window(start, end, overlap, images)
 
 
 @dataclass
 class Concurrent:
-    """K processes' summed steady img/s (None: failed or stopped) and what to say about it."""
+    """K processes' summed steady img/s (None: failed, stopped or invalid) and what to say about it."""
 
     total: float | None
     note: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
-def measure_concurrent(profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path) -> Concurrent:
-    """The best of ``profile.repeats`` runs of K processes at once."""
-    best = Concurrent(None, "failed (see logs)")
+def measure_concurrent(
+    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, serial: bool = False
+) -> Concurrent:
+    """The best valid one of ``profile.repeats`` runs of K processes; ``serial``: one after another (a control)."""
+    runs: list[Concurrent] = []
     for repeat in range(profile.repeats):
-        print(f"  sweep-throughput {mode} K={k} threads={threads or 'default'} run {repeat + 1}/{profile.repeats} ...", flush=True)
+        print(f"  sweep-throughput {mode} K={k} threads={threads or 'default'}{' serial' if serial else ''} "
+              f"run {repeat + 1}/{profile.repeats} ...", flush=True)
         try:
-            raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, tag=f"{mode}-k{k}-t{threads}-{repeat}")
+            raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, serial=serial,
+                                    tag=f"{mode}-k{k}-t{threads}-{'s' if serial else 'c'}{repeat}")
         except Stopped as err:
             print(f"    {err}", flush=True)
-            return best if best.total is not None else Concurrent(None, str(err))
-        if raws is None:
-            continue
-        total = sum(Measured.from_worker(raw).images_per_second for raw in raws)
-        if best.total is None or total > best.total:
-            notes = sorted({note for raw in raws for note in raw["notes"]})  # e.g. a fallback to eager steps
-            first = f"{raws[0]['threads']} torch threads per process; steady windows overlap {_overlap(raws):.0%}"
-            best = Concurrent(total, "; ".join([first, *notes]))
-    return best
+            runs.append(Concurrent(None, str(err)))
+            break
+        if raws is not None:
+            runs.append(describe_window(raws, steady_window(raws)))
+    valid = [run for run in runs if run.total is not None]
+    # An invalid run is reported (its note says why) only when no repeat was valid.
+    return max(valid, key=lambda run: run.total or 0.0) if valid else (runs[-1] if runs else Concurrent(None, "failed (see logs)"))
+
+
+def describe_window(raws: Sequence[dict[str, Any]], window: Window) -> Concurrent:
+    """A row's value, note and per-process detail from one run's window."""
+    notes = sorted({note for raw in raws for note in raw["notes"]})  # e.g. a fallback to eager steps
+    origin = min(raw["start"] for raw in raws)
+    spans = [[round(t - origin, 3) for t in steady_span(raw)] for raw in raws]
+    per_process = [round(n / window.seconds) if window.seconds else 0 for n in window.images]
+    head = (f"{raws[0]['threads']} torch threads per process; steady windows overlap {window.overlap:.0%} "
+            f"over {window.seconds:.2f} s")
+    if not window.valid:
+        head = f"INVALID, not summed: overlap {window.overlap:.0%} < {MIN_OVERLAP:.0%}; " + head
+    detail = {"overlap": round(window.overlap, 4), "window_s": round(window.seconds, 4), "valid": window.valid,
+              "steady_spans_s": spans, "window_img_s_per_process": per_process}
+    return Concurrent(window.summed, "; ".join([head, f"per process in the window: {per_process} img/s", *notes]), detail)
 
 
 def _concurrent_once(
-    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, tag: str
+    profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, tag: str, serial: bool = False
 ) -> list[dict[str, Any]] | None:
     epochs = profile.throughput_epochs or profile.epochs + 1
-    config = train_config(profile, size="small", precision=profile.throughput_precision, loader="device",
+    config = train_config(profile, size=profile.throughput_size, precision=profile.throughput_precision, loader="device",
                           mode=mode, samples=profile.throughput_samples, epochs=epochs)
     barrier = Path(tempfile.mkdtemp(prefix=f"barrier-{tag}-", dir=logs))
     env = {"CUDA_VISIBLE_DEVICES": "0"} if profile.device == "cuda" else {}
     env.update({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    spec = {"config": config, "barrier": str(barrier), "parties": k}
+    specs = [{"config": config, "barrier": str(barrier), "parties": k, **({"turn": i} if serial else {})} for i in range(k)]
     logs_k = [logs / f"throughput-{tag}-{i}.log" for i in range(k)]
-    processes = [spawn_worker(spec, log=log, env=env) for log in logs_k]
+    processes = [spawn_worker(spec, log=log, env=env) for spec, log in zip(specs, logs_k)]
     try:
         return [collect(p, log) for p, log in zip(processes, logs_k)]
     except RuntimeError as err:
@@ -631,14 +774,6 @@ def _concurrent_once(
         for process in processes:
             if process.poll() is None:
                 stop_child(process)
-
-
-def _overlap(raws: Sequence[dict[str, Any]]) -> float:
-    """Shared steady time (after every epoch 1, before any last epoch) over the mean steady time."""
-    starts = [raw["epoch_ends"][0] for raw in raws]
-    ends = [raw["epoch_ends"][-1] for raw in raws]
-    mean_span = statistics.mean(e - s for s, e in zip(starts, ends))
-    return max(0.0, min(ends) - max(starts)) / mean_span if mean_span > 0 else 0.0
 
 
 # -- study files ------------------------------------------------------------------------
@@ -698,9 +833,15 @@ def gpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[
     study = copy.deepcopy(load_toml("depth-width"))
     study.update(name=name, description="bench: depth-width on synthetic data", trials=profile.sweep_trials,
                  max_epochs=profile.sweep_max_epochs)
-    study["fixed"].update({"data.dataset": "synthetic", "data.max_train_samples": profile.sweep_samples,
-                           "data.max_eval_samples": profile.eval_samples, "data.batch_size": profile.batch_size, **extra})
+    study["fixed"].update({"data.dataset": "synthetic", **_caps(profile.sweep_samples, "data.max_train_samples"),
+                           **_caps(profile.eval_samples, "data.max_eval_samples"), "data.batch_size": profile.batch_size,
+                           **extra})
     return study
+
+
+def _caps(value: int | None, key: str) -> dict[str, int]:
+    """``{key: value}``, or nothing for None (the full split; TOML has no null)."""
+    return {} if value is None else {key: value}
 
 
 NAIVE = {"data.loader": "cpu", "runtime.compile": "off", "runtime.cuda_graphs": False}
@@ -961,7 +1102,9 @@ def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> d
     return study
 
 
-def run_inprocess(path: Path, store: Path, profile: Profile, *, timeout: float | None = None) -> list[Any]:
+def run_inprocess(
+    path: Path, store: Path, profile: Profile, *, timeout: float | None = None, study_name: str = "bench-tracking"
+) -> list[Any]:
     """``hvit-sweep run`` in this process, so its MLflow calls can be timed; ``timeout``: no trial starts after it."""
     import optuna
     from optuna.storages.journal import JournalFileBackend
@@ -976,7 +1119,7 @@ def run_inprocess(path: Path, store: Path, profile: Profile, *, timeout: float |
     finally:
         hvit_console.console.quiet = False
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
-    return optuna.load_study(study_name="bench-tracking", storage=storage).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
 
 
 def direct_durations(
@@ -1043,6 +1186,274 @@ def add_tracking_rows(
     report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=sum(tracked.values()),
                    note=f"outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of "
                         f"trial time; {mlflow_s / max(1, len(done)):.2f}s per trial; largest: {top}"))
+
+
+# -- section: sweep-headline --------------------------------------------------------------
+
+
+# Kept back after each `run --timeout` for the trials in flight and finalize(): K graphed trials of
+# ~10 s each for the fast run; one naive 20-epoch trial (~40 s at 25k img/s) for the baseline.
+FAST_FINISH_S = 20.0
+NAIVE_FINISH_S = 45.0
+
+
+def headline_variants(profile: Profile) -> tuple[Variant, Variant, str]:
+    """(the new defaults, packed; the naive baseline; how K was chosen).
+
+    The fast variant sets no speed flag: loader, precision and step mode are the "auto"
+    defaults of `train` on the device. K comes from :mod:`hvit_sweeps.packing`, as
+    ``--trials-per-gpu auto`` chooses it, passed explicitly so that this bench also runs
+    on a package whose `run` does not take "auto" yet.
+    """
+    naive = Variant("1 trial at a time, fp32, loader=cpu, eager (naive)",
+                    {**NAIVE, "runtime.amp": False, "data.num_workers": profile.num_workers}, [])
+    if profile.device != "cuda":
+        k = profile.trials_per_gpu
+        return Variant(f"defaults, `run --workers {k}` (CPU: no GPU to pack)", {}, ["--workers", str(k)]), naive, "cpu"
+    from hvit_sweeps.packing import choose_trials_per_gpu, probe_card, study_trial_bytes
+    from hvit_sweeps.study import StudySpec
+
+    spec = StudySpec.model_validate(gpu_sweep_study(profile, "bench-headline", {}))
+    packing = choose_trials_per_gpu(study_trial_bytes(spec, {"runtime.device": "cuda"}), probe_card(["0"]))
+    fast = Variant(f"defaults (bf16, loader=device, CUDA graphs: auto), --devices 0 --trials-per-gpu {packing.k}",
+                   {}, ["--devices", "0", "--trials-per-gpu", str(packing.k)])
+    return fast, naive, packing.reason
+
+
+def bench_headline(profile: Profile, report: Report, *, logs: Path) -> None:
+    """The N-trial study on the new defaults, then the naive baseline for what time is left.
+
+    The baseline runs one trial at a time under `run --timeout` and gives a rate, trained
+    epochs per second (its per-trial costs included); the fast run's epochs at that rate
+    are its projected wall time. The two runs' TPE draws differ (K workers offset the
+    sampler's seed), so epochs, not trials, are the common unit.
+    """
+    fast, naive, why = headline_variants(profile)
+    print(f"  sweep-headline: {why}", flush=True)
+    left = BOX.left()
+    fast_timeout = None if left is None else max(1.0, left - profile.headline_naive_s - FAST_FINISH_S)
+    got = run_sweep_once(profile, fast, name="bench-headline", logs=logs, tag="headline-fast", timeout=fast_timeout)
+    left = BOX.left()
+    naive_timeout = profile.headline_naive_s - NAIVE_FINISH_S if left is None else left - NAIVE_FINISH_S
+    base = run_sweep_once(profile, naive, name="bench-headline", logs=logs, tag="headline-naive",
+                          timeout=max(1.0, naive_timeout))
+    add_headline_rows(report, profile, fast=(fast, got), naive=(naive, base), why=why)
+
+
+def add_headline_rows(
+    report: Report, profile: Profile, *, fast: tuple[Variant, SweepRun | str], naive: tuple[Variant, SweepRun | str], why: str
+) -> None:
+    (fast_variant, got), (naive_variant, base) = fast, naive
+    section, asked = "sweep-headline", profile.sweep_trials
+    rate = base.stats["epochs"] / base.wall if isinstance(base, SweepRun) and base.wall > 0 else None
+    if isinstance(base, SweepRun):
+        report.add(Row(section, "trained epochs/s", f"{naive_variant.label}; `run --timeout`", rate, "epochs/s",
+                       note=f"{_states(base)} in {base.wall:.1f} s; the baseline's rate (per-trial costs included)"))
+    else:
+        report.add(Row(section, "trained epochs/s", naive_variant.label, None, "epochs/s", note=base))
+    if not isinstance(got, SweepRun):
+        report.add(Row(section, "wall s", f"{fast_variant.label}; {asked} trials", None, "s", note=got))
+        return
+    setting = f"{fast_variant.label}; {got.stats['finished']} of {asked} trials"
+    projected = got.stats["epochs"] / rate if rate else None
+    short = got.stats["finished"] < asked
+    cut = (f"; cut by `run --timeout` at {got.stats['finished']} trials: {asked} would take about "
+           f"{got.wall * asked / max(1, got.stats['finished']):.0f} s at this pace" if short else "")
+    report.add(Row(section, "wall s", setting, got.wall, "s", baseline=projected,
+                   note=f"{_states(got)}{cut}; target < 600 s for 50 trials; baseline: the naive rate over the same "
+                        f"{got.stats['epochs']} epochs (projected, see the rate row); {why}; study in {got.where}"))
+    fast_rate = got.stats["epochs"] / got.wall
+    report.add(Row(section, "trained epochs/s", setting, fast_rate, "epochs/s", baseline=rate,
+                   note="ratio = speed-up over the naive baseline; target >= 4"))
+
+
+def _states(run: SweepRun) -> str:
+    stats = run.stats
+    return (f"{stats['finished']} trials ({stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed), "
+            f"{stats['epochs']} epochs")
+
+
+# -- section: trial-timeline ---------------------------------------------------------------
+
+
+GRAPH_WARMUP_STEPS = 3  # hvit_sweeps.train._GraphedStep.warmup_steps: eager steps before the capture
+
+
+@dataclass
+class TrialTrace:
+    """Wall-clock marks of one sweep trial, taken from outside train() (see bench_timeline)."""
+
+    entered: float = 0.0  # TrialObjective.__call__ began
+    train_called: float = 0.0
+    train_returned: float = 0.0
+    left: float = 0.0  # TrialObjective.__call__ returned
+    clock: StepClock = field(default_factory=step_clock)
+
+
+def timeline_study(profile: Profile, trials: int) -> dict[str, Any]:
+    """One fixed architecture, ``trials`` learning rates on a grid, no pruning: every trial runs its epochs."""
+    study = cpu_sweep_study(profile, "bench-timeline", {})
+    size = TINY if profile.timeline_size == "tiny" else SIZES[profile.timeline_size]
+    study.update(description="bench: one trial's timeline", trials=trials, max_epochs=profile.timeline_epochs)
+    study.pop("stages", None)
+    study["space"] = {"optim.lr": {"type": "categorical", "choices": [1e-3 * (i + 1) for i in range(trials)]}}
+    study["fixed"] = {"data.dataset": "synthetic", **_caps(profile.sweep_samples, "data.max_train_samples"),
+                      **_caps(profile.eval_samples, "data.max_eval_samples"), "data.batch_size": profile.batch_size,
+                      **size}
+    return study
+
+
+def traced_sweep(path: Path, store: Path, profile: Profile) -> tuple[list[TrialTrace], CallTimer]:
+    """An in-process `run` with each trial's objective and train() call timed, and MLflow calls timed.
+
+    train() exposes no phase hooks, so the marks are taken around it: a StepClock first among
+    its callbacks (epoch ends before the objective's own reporting), and wrappers of the
+    objective module's ``train`` and of ``TrialObjective.__call__``.
+    """
+    from mlflow import MlflowClient
+
+    from hvit_sweeps.sweep import objective
+    from hvit_sweeps.tracking import Tracker
+
+    traces: list[TrialTrace] = []
+    original_train, original_call = objective.train, objective.TrialObjective.__call__
+
+    def call(self: Any, trial: Any) -> Any:
+        traces.append(TrialTrace(entered=time.time()))
+        try:
+            return original_call(self, trial)
+        finally:
+            traces[-1].left = time.time()
+
+    def traced_train(config: Any, *, callbacks: Sequence[Any] = (), **kwargs: Any) -> Any:
+        trace = traces[-1]
+        trace.train_called = time.time()
+        try:
+            return original_train(config, callbacks=[trace.clock, *callbacks], **kwargs)
+        finally:
+            trace.train_returned = time.time()
+
+    timer = CallTimer()
+    undo = [timer.wrap(Tracker), timer.wrap(MlflowClient)]
+    objective.train, objective.TrialObjective.__call__ = traced_train, call
+    try:
+        run_inprocess(path, store, profile, study_name="bench-timeline")
+    finally:
+        objective.train, objective.TrialObjective.__call__ = original_train, original_call
+        for restore in undo:
+            restore()
+    return traces, timer
+
+
+def trial_phases(trace: TrialTrace, mlflow_s: float) -> dict[str, float]:
+    """Seconds per phase of one trial; "steps" and "eval" are the epochs, the rest is fixed cost.
+
+    Marks: steps[i] is when step i ended, epoch_ends[e] when epoch e's validation ended.
+    The first steps' extra over the median step is warm-up (CUDA-graph capture on CUDA).
+    """
+    steps, ends = trace.clock.steps, trace.clock.epoch_ends
+    per_epoch = len(steps) // max(1, len(ends))
+    gaps = [b - a for a, b in itertools.pairwise(steps)]
+    step_s = statistics.median(gaps) if gaps else 0.0
+    warm = min(len(steps), GRAPH_WARMUP_STEPS + 1)
+    last_steps = [steps[(e + 1) * per_epoch - 1] for e in range(len(ends))]
+    starts = [trace.train_called, *ends[:-1]]
+    # Epoch e+1 starts at epoch e's clock mark, so it also holds the objective's per-epoch
+    # reporting (Optuna, MLflow metrics): counted in "of which MLflow calls" as well.
+    epoch_steps = sum(last - start for start, last in zip(starts, last_steps))
+    setup = steps[0] - trace.train_called - step_s
+    warmup = max(0.0, steps[warm - 1] - steps[0] - (warm - 1) * step_s)
+    # train() announces "building model" after its loaders are made (data on the device).
+    built = trace.clock.phases.get("building model", trace.train_called)
+    return {
+        "trial setup (sample, config, MLflow run, params)": trace.train_called - trace.entered,
+        "train() to model build (data to device)": built - trace.train_called,
+        "model build, optimizer, to the first step": setup - (built - trace.train_called),
+        "first steps' warm-up (CUDA-graph capture on CUDA)": warmup,
+        "training steps (steady)": epoch_steps - setup - warmup,
+        "per-epoch eval (val pass, loss sync, best-weights copy)": sum(e - last for e, last in zip(ends, last_steps)),
+        "end of train() (best checkpoint written, best weights loaded)": trace.train_returned - ends[-1],
+        "trial finish (final metrics, checkpoint upload, end run)": trace.left - trace.train_returned,
+        "of which MLflow calls (whole trial)": mlflow_s,
+        "trial wall": trace.left - trace.entered,
+    }
+
+
+def startup_costs(profile: Profile) -> dict[str, float]:
+    """Once per worker process: a fresh interpreter's imports, the dataset's load, its copy to the device."""
+    import torch
+
+    from hvit_sweeps.config import build_config
+    from hvit_sweeps.data import load_dataset, make_loaders
+    from hvit_sweeps.model import build_model
+    from hvit_sweeps.train import resolve_device
+
+    start = time.perf_counter()
+    code = "import hvit_sweeps.cli, hvit_sweeps.sweep, hvit_sweeps.train, optuna, mlflow, torch"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+    imports = time.perf_counter() - start
+    study = timeline_study(profile, 1)
+    config = build_config(study["fixed"], {"runtime.device": profile.device})
+    device = resolve_device(config.runtime.device)
+    marks = [time.perf_counter()]
+    splits = load_dataset(config.data, seed=config.seed)
+    marks.append(time.perf_counter())
+    make_loaders(splits, config.data, device=device, seed=config.seed)
+    _sync(torch, device)
+    marks.append(time.perf_counter())
+    build_model(config.model).to(device)
+    _sync(torch, device)
+    marks.append(time.perf_counter())
+    return {"worker start (fresh interpreter, imports)": imports, "dataset load (once per worker)": marks[1] - marks[0],
+            "data to device (make_loaders)": marks[2] - marks[1], "model build and to device": marks[3] - marks[2]}
+
+
+def _sync(torch: Any, device: Any) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def bench_timeline(profile: Profile, report: Report, *, logs: Path) -> None:
+    """One trial's timeline: phases from wall clocks around train() and the objective, plus once-per-worker costs."""
+    if BOX.over():
+        report.add(Row("trial-timeline", "trial wall", "", None, "s", note=NOT_STARTED))
+        return
+    startup = startup_costs(profile)
+    root = Path(tempfile.mkdtemp(prefix="timeline-", dir=logs))
+    path = root / "study.toml"
+    path.write_text(to_toml(timeline_study(profile, profile.timeline_trials)))
+    print(f"  trial-timeline: {profile.timeline_trials} trials of {profile.timeline_epochs} epochs ...", flush=True)
+    traces, timer = traced_sweep(path, root / "store", profile)
+    done = [t for t in traces if t.left and t.clock.epoch_ends]
+    if not done:
+        report.add(Row("trial-timeline", "trial wall", "", None, "s", note="no trial finished (see logs)"))
+        return
+    per_trial = [trial_phases(t, sum(timer.within([(_dt(t.entered), _dt(t.left))]).values())) for t in done]
+    add_timeline_rows(report, profile, startup, per_trial)
+
+
+def _dt(stamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(stamp)
+
+
+def add_timeline_rows(report: Report, profile: Profile, startup: dict[str, float], per_trial: list[dict[str, float]]) -> None:
+    """A row per phase: the median over trials (a trial after the first, when there is one: warm caches)."""
+    setting = (f"{profile.timeline_size} model, {profile.timeline_epochs} epochs, defaults on {profile.device}; "
+               + (f"median of trials 2-{len(per_trial)}" if len(per_trial) > 2 else "trial 2" if per_trial[1:] else "trial 1"))
+    later = per_trial[1:] or per_trial
+    wall = statistics.median(p["trial wall"] for p in later)
+    for name, seconds in startup.items():
+        report.add(Row("trial-timeline", name, "once per worker process", seconds, "s"))
+    for name in later[0]:
+        value = statistics.median(p[name] for p in later)
+        base = None if name == "trial wall" else wall
+        report.add(Row("trial-timeline", name, setting, value, "s", baseline=base,
+                       note="ratio = share of the trial's wall time" if base else
+                            f"per trial: {', '.join(f'{p[name]:.2f}' for p in per_trial)} s"))
+    epochs = statistics.median(p["training steps (steady)"] + p["per-epoch eval (val pass, loss sync, best-weights copy)"]
+                               for p in later)
+    report.add(Row("trial-timeline", "beyond its epochs", setting, wall - epochs, "s", baseline=wall,
+                   note="trial wall minus steady steps and evals; target on H100/H200: <= 1.5 s"))
 
 
 # -- output -----------------------------------------------------------------------------
@@ -1182,12 +1593,14 @@ def main(argv: Sequence[str]) -> None:
         "sweep-throughput": lambda: bench_throughput(profile, report, logs=logs),
         "sweep-wall": lambda: bench_wall(profile, report, logs=logs),
         "tracking-overhead": lambda: bench_tracking(profile, report, logs=logs),
+        "sweep-headline": lambda: bench_headline(profile, report, logs=logs),
+        "trial-timeline": lambda: bench_timeline(profile, report, logs=logs),
     }
     timings: dict[str, float] = {}
     report.meta["section_seconds"] = timings
     name = ""
     try:
-        for name in args.only or SECTIONS:
+        for name in args.only or [s for s in SECTIONS if s not in OPT_IN]:
             print(f"[{name}]", flush=True)
             start = time.perf_counter()
             try:

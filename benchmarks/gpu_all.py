@@ -1,14 +1,22 @@
-"""One command for a lent GPU: the card, graph parity, then bench.py's sections, each in a time box.
+"""One command for a lent GPU: the card, then timed steps (bench.py sections, the Fashion-MNIST run).
 
 ``benchmarks/gpu/run_all.sh`` installs the carried wheels and runs this (benchmarks/README.md).
 Everything goes to ``--out`` (the device tool's $OUT), at most 8 files, each written as soon as
-its step ends, a bench.py section's JSON after every row:
+its step ends, a bench.py section's JSON after every row. Two plans (``--plan``):
 
-    driver.json     the card, versions, the plan, and each step's time box, seconds and status
-    parity.json     graph_parity.py: CUDA-graph losses against eager
-    train.json, throughput.json, wall.json, tracking.json   bench.py --profile gpu-quick, a section each
-    run.log         everything every step printed
-    logs.tar.gz     the steps' worker logs, each cut to its last 200 kB
+``headline`` (default; issue 11), profile gpu-headline:
+
+    sweep.json      sweep-headline: the 50-trial depth-width study on 50k/10k synthetic images,
+                    new defaults, K from hvit_sweeps.packing; then the naive baseline's rate
+    fashion.json    learn_fashion.py: the default model on real Fashion-MNIST, 40 epochs, defaults
+    throughput.json sweep-throughput: K = 1 and 4 on one GPU, barrier start, steady-window overlap
+    timeline.json   trial-timeline: one trial's phases and its MLflow share, trials of ~7 s
+
+``quick`` (the earlier plan), profile gpu-quick: parity.json (graph_parity.py), train.json,
+throughput.json, wall.json, tracking.json.
+
+Both add driver.json (the card, versions, the plan, each step's box, seconds and status),
+run.log (everything every step printed) and logs.tar.gz (worker logs, each cut to 200 kB).
 
 A step that reaches its time box gets SIGTERM (bench.py then saves its rows and stops its
 children) and, 5 s later, SIGKILL for it and every process it started. Time a step leaves
@@ -17,7 +25,7 @@ sizes (bench.py's gpu-dry profile) to prove the plumbing without a GPU.
 
     python benchmarks/gpu_all.py --out /tmp/gpu-out                       # on the GPU machine
     python benchmarks/gpu_all.py --out /tmp/dry --cpu-dry-run             # here
-    python benchmarks/gpu_all.py --out /tmp/dry --cpu-dry-run --steps train --box train=20
+    python benchmarks/gpu_all.py --out /tmp/dry --cpu-dry-run --plan quick --steps train --box train=20
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from typing import Any, TextIO
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks" / "bench.py"
 PARITY = REPO / "benchmarks" / "graph_parity.py"
+FASHION = REPO / "benchmarks" / "learn_fashion.py"
 CHECK_WHEELS = REPO / "benchmarks" / "gpu" / "check_wheels.py"
 TERM_BEFORE_S = 5.0  # SIGTERM this long before the box ends, SIGKILL at its end
 BENCH_BOX_MARGIN_S = 15.0  # bench.py's own --time-box ends this long before the step's box (at most 40% of it)
@@ -54,29 +63,55 @@ TARBALL_LIMIT = 15 * 2**20  # the tool brings back files of at most 16 MiB
 
 @dataclass(frozen=True)
 class Step:
-    """One timed part of the run; ``section`` is a bench.py section, None for graph_parity.py."""
+    """One timed part of the run: a bench.py ``section``, or a ``script`` (parity, fashion)."""
 
     name: str
     planned_s: float
     section: str | None = None
+    script: str = ""
 
 
-# Most needed first; the sums leave 20 s of the budget for the card and the log tarball.
-GPU_PLAN = (
-    Step("parity", 35),
+# Most needed first; the sums leave 20 s of the budget for the card and the log tarball. The
+# sweep step's 50 trials are estimated at 200-260 s (about 400 epochs of 45k images at a packed
+# 100k img/s or more, plus per-trial costs over K=4); the naive baseline gets the last 90 s of
+# its box (`run --timeout` for the 50 trials: the box less 125 s, about 220 s). Fashion: 40 epochs of 54k images, about 0.6 s each with graphs, plus the 10k test.
+HEADLINE_PLAN = (
+    Step("sweep", 360, "sweep-headline"),
+    Step("fashion", 50, script="fashion"),
+    Step("throughput", 45, "sweep-throughput"),
+    Step("timeline", 35, "trial-timeline"),
+)
+HEADLINE_DRY_PLAN = (
+    Step("sweep", 110, "sweep-headline"),
+    Step("fashion", 40, script="fashion"),
+    Step("throughput", 45, "sweep-throughput"),
+    Step("timeline", 60, "trial-timeline"),
+)
+FASHION_ARGS = {
+    # The issue's reference run: 91.0% test with CUDA graphs, batch 512, lr 2e-3, 40 epochs.
+    False: ["--epochs", "40", "--batch-size", "512", "--lr", "2e-3"],
+    # Plumbing only: the carried files read, trained, evaluated and saved.
+    True: ["--epochs", "1", "--batch-size", "64", "--lr", "2e-3", "--max-train-samples", "500", "--max-eval-samples", "200"],
+}
+QUICK_PLAN = (
+    Step("parity", 35, script="parity"),
     Step("train", 140, "train"),
     Step("throughput", 105, "sweep-throughput"),
     Step("wall", 120, "sweep-wall"),
     Step("tracking", 60, "tracking-overhead"),
 )
-DRY_PLAN = (
-    Step("parity", 20),
+QUICK_DRY_PLAN = (
+    Step("parity", 20, script="parity"),
     Step("train", 60, "train"),
     Step("throughput", 45, "sweep-throughput"),
     Step("wall", 60, "sweep-wall"),
     Step("tracking", 40, "tracking-overhead"),
 )
 RESERVE_S = 20.0
+PLANS = {  # --plan: (GPU plan, its dry run, the bench.py profiles)
+    "headline": (HEADLINE_PLAN, HEADLINE_DRY_PLAN, ("gpu-headline", "gpu-headline-dry")),
+    "quick": (QUICK_PLAN, QUICK_DRY_PLAN, ("gpu-quick", "gpu-dry")),
+}
 
 
 @dataclass
@@ -100,6 +135,8 @@ class Driver:
     plan: tuple[Step, ...]
     deadline: float
     log: TextIO
+    dry: bool = False
+    fashion_dir: Path | None = None
     record: dict[str, Any] = field(default_factory=dict)
     results: list[StepResult] = field(default_factory=list)
 
@@ -260,6 +297,17 @@ print(json.dumps(info))
 """
 
 
+def step_command(driver: Driver, step: Step, target: Path, box: float) -> list[str]:
+    """The step's command line; a bench.py section gets its own time box, a little inside the step's."""
+    if step.script == "parity":
+        return [sys.executable, str(PARITY)]
+    if step.script == "fashion":
+        data = ["--data-dir", str(driver.fashion_dir)] if driver.fashion_dir else []
+        return [sys.executable, str(FASHION), "train", *FASHION_ARGS[driver.dry], *data, "--json", str(target)]
+    return [sys.executable, str(BENCH), "--profile", driver.profile, "--only", str(step.section), "--out", str(target),
+            "--logs", str(driver.logs / step.name), "--time-box", f"{bench_box(box):.0f}"]
+
+
 def run_step(driver: Driver, index: int, *, dry: bool) -> StepResult:
     step = driver.plan[index]
     result = StepResult(step.name, step.planned_s, box_s=round(driver.box_for(index), 1))
@@ -270,11 +318,7 @@ def run_step(driver: Driver, index: int, *, dry: bool) -> StepResult:
         return result
     driver.say(f"{step.name}: time box {result.box_s:.0f} s (planned {step.planned_s:.0f})")
     target = driver.out / f"{step.name}.json"
-    if step.section is None:
-        command = [sys.executable, str(PARITY)]
-    else:
-        command = [sys.executable, str(BENCH), "--profile", driver.profile, "--only", step.section, "--out", str(target),
-                   "--logs", str(driver.logs / step.name), "--time-box", f"{bench_box(result.box_s):.0f}"]
+    command = step_command(driver, step, target, result.box_s)
     start = time.monotonic()
     try:
         result.rc, output, hit = run_boxed(driver, command, box=result.box_s)
@@ -283,16 +327,25 @@ def run_step(driver: Driver, index: int, *, dry: bool) -> StepResult:
         for partial in driver.out.glob("*.tmp"):
             partial.unlink(missing_ok=True)
     parsed = None
-    if step.section is None:
+    if step.script == "parity":
         parsed = _last_json(output)
         write_json(target, {"rc": result.rc, "seconds": result.seconds, "result": parsed,
                             "output": None if parsed else output[-4000:]})
     result.file = target.name if target.exists() else None
-    result.status = _status(result.rc, hit, saved=target.exists(), parity=parsed if step.section is None else False, dry=dry)
+    result.status = _status(result.rc, hit, saved=target.exists(), parity=parsed if step.script == "parity" else False, dry=dry)
+    result.status += _fashion_status(target) if step.script == "fashion" and result.rc == 0 else ""
     cut = _rows_cut(target) if step.section else 0
     result.status += f"; {cut} measurement(s) cut by the time box" if cut else ""
     driver.say(f"{step.name}: {result.status} after {result.seconds:.0f} s")
     return result
+
+
+def _fashion_status(path: Path) -> str:
+    """learn_fashion.py's test accuracy, for the summary (its JSON has the rest)."""
+    with contextlib.suppress(OSError, json.JSONDecodeError, KeyError, TypeError):
+        record = json.loads(path.read_text())
+        return f": test acc1 {record['test_metrics']['test_acc1']:.4f} after {record['epochs_run']} epochs"
+    return ""
 
 
 def bench_box(box: float) -> float:
@@ -388,16 +441,20 @@ def summary(driver: Driver) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="results folder (the device tool's $OUT)")
-    parser.add_argument("--cpu-dry-run", action="store_true", help="the same plan on the CPU, tiny sizes (profile gpu-dry)")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="the same plan on the CPU, tiny sizes")
+    parser.add_argument("--plan", choices=sorted(PLANS), default="headline", help="headline (issue 11) or quick (the earlier plan)")
+    parser.add_argument("--fashion-dir", type=Path, help="Fashion-MNIST in torchvision's layout (run_all.sh unpacks the carried .fmnist/ there)")
     parser.add_argument("--budget", type=float, help="seconds for the whole run [default: the plan's sum plus 20]")
-    parser.add_argument("--steps", help="only these steps, comma-separated: parity,train,throughput,wall,tracking")
+    parser.add_argument("--steps", help="only these steps, comma-separated (headline: sweep,fashion,throughput,timeline; "
+                        "quick: parity,train,throughput,wall,tracking)")
     parser.add_argument("--box", action="append", default=[], metavar="STEP=SECONDS", help="a step's planned time box")
     parser.add_argument("--wheels", type=Path, help="the carried wheels, checked against what is installed (card)")
     return parser.parse_args(argv)
 
 
 def choose_plan(args: argparse.Namespace) -> tuple[Step, ...]:
-    plan = DRY_PLAN if args.cpu_dry_run else GPU_PLAN
+    gpu, dry, _ = PLANS[args.plan]
+    plan = dry if args.cpu_dry_run else gpu
     boxes = {name: float(seconds) for name, seconds in (item.split("=", 1) for item in args.box)}
     wanted = set(args.steps.split(",")) if args.steps else {step.name for step in plan}
     unknown = (wanted | set(boxes)) - {step.name for step in plan}
@@ -416,8 +473,9 @@ def main(argv: Sequence[str]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with (args.out / "run.log").open("a") as log:
-        driver = Driver(out=args.out, logs=logs, profile="gpu-dry" if args.cpu_dry_run else "gpu-quick", plan=plan,
-                        deadline=time.monotonic() + budget - RESERVE_S / 2, log=log)
+        driver = Driver(out=args.out, logs=logs, profile=PLANS[args.plan][2][args.cpu_dry_run], plan=plan,
+                        deadline=time.monotonic() + budget - RESERVE_S / 2, log=log, dry=args.cpu_dry_run,
+                        fashion_dir=args.fashion_dir)
         driver.record.update(mode="cpu dry run" if args.cpu_dry_run else "gpu", profile=driver.profile, budget_s=budget,
                              plan=[asdict(step) for step in plan], logs=str(logs), command=" ".join(sys.argv))
         driver.say(f"budget {budget:.0f} s, profile {driver.profile}, steps {', '.join(s.name for s in plan)}; out {args.out}")

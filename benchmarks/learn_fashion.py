@@ -96,12 +96,19 @@ def epoch_printer() -> Any:
     return Printer()
 
 
-def train_default(*, epochs: int, max_train_samples: int | None, loader: str, name: str = "fashion-train") -> dict[str, Any]:
+def train_default(
+    *, epochs: int, max_train_samples: int | None, loader: str, name: str = "fashion-train",
+    extra: dict[str, Any] | None = None, json_path: Path | None = None,
+) -> dict[str, Any]:
+    """The default model through train(); ``extra``: more config paths (batch size, lr, data dir, eval cap).
+
+    ``json_path``: also write the record there (gpu_all.py's fashion.json).
+    """
     from hvit_sweeps.config import build_config, flatten_config
     from hvit_sweeps.train import train
 
     layer = {"data.dataset": "fashion-mnist", "data.loader": loader, "data.max_train_samples": max_train_samples,
-             "epochs": epochs, "evaluate_test": True, **runtime_layer()}
+             "epochs": epochs, "evaluate_test": True, **runtime_layer(), **(extra or {})}
     config = build_config(layer, source="learn_fashion")
     start = time.perf_counter()
     result = train(config, callbacks=[epoch_printer()])
@@ -120,8 +127,11 @@ def train_default(*, epochs: int, max_train_samples: int | None, loader: str, na
         "history": result.history,
         "model_stats": result.model_stats,
         "wall_seconds": wall,
+        "notes": result.notes,
     }
     save(name, record)
+    if json_path is not None:
+        json_path.write_text(json.dumps(record, indent=2, default=str))
     print(f"test acc1 {result.test_metrics.get('test_acc1', float('nan')):.4f} after {result.epochs_run} epochs "
           f"(best epoch {result.best_epoch}), {wall:.0f}s wall, sizes {result.dataset_sizes}", flush=True)
     return record
@@ -254,6 +264,11 @@ def main(argv: list[str]) -> None:
     t.add_argument("--epochs", type=int, default=8)
     t.add_argument("--max-train-samples", type=int, help="stratified subset of the 60k train pool [default: all]")
     t.add_argument("--loader", choices=("auto", "cpu", "device"), default="auto")
+    t.add_argument("--batch-size", type=int, help="data.batch_size [default: the config's]")
+    t.add_argument("--lr", type=float, help="optim.lr [default: the config's]")
+    t.add_argument("--data-dir", type=Path, help="data.data_dir: torchvision's FashionMNIST/raw layout under it")
+    t.add_argument("--max-eval-samples", type=int, help="cap val and test (a dry run) [default: all]")
+    t.add_argument("--json", type=Path, help="also write the record to this path")
     s = parts.add_parser("sweep", help="a short study with pruning, then the winner's test accuracy")
     s.add_argument("--trials", type=int, default=8)
     s.add_argument("--max-epochs", type=int, default=8)
@@ -262,7 +277,11 @@ def main(argv: list[str]) -> None:
     if args.part == "probe":
         probe(samples=args.samples)
     elif args.part == "train":
-        train_default(epochs=args.epochs, max_train_samples=args.max_train_samples, loader=args.loader)
+        extra = {key: value for key, value in {"data.batch_size": args.batch_size, "optim.lr": args.lr,
+                 "data.data_dir": args.data_dir and str(args.data_dir), "data.max_eval_samples": args.max_eval_samples}.items()
+                 if value is not None}
+        train_default(epochs=args.epochs, max_train_samples=args.max_train_samples, loader=args.loader, extra=extra,
+                      json_path=args.json)
     else:
         sweep(trials=args.trials, max_epochs=args.max_epochs, max_train_samples=args.max_train_samples)
 

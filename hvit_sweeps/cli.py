@@ -14,7 +14,7 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -296,7 +296,8 @@ def run(
     console.print(f"loading data: {sweep.base_config.data.dataset}")
     splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
-    connected = connect(sweep, add_trials=add, workers=len(plans))
+    slot = _run_slot(sweep)  # held until this command ends
+    connected = connect(sweep, add_trials=add, workers=len(plans), worker_index=slot[0])
     console.print(_sweep_banner(sweep, connected, len(plans)))
     names = [o.metric for o in sweep.spec.objectives]
     try:
@@ -364,6 +365,24 @@ def worker(
     console.print(f"worker {index}: ran {summary.ran} trials, stopped: {summary.reason}")
     if worker_index is None:
         finalize(sweep, connected)  # a standalone worker may be the last one; runs started by `run` leave this to it
+
+
+def _run_slot(sweep: Sweep) -> tuple[int, IO[str]]:
+    """The sampler seed offset of this `run`: 0, unless another `run` of the study is live on this machine.
+
+    Two runs with one seed would ask the sampler the same question at the same
+    moment and train identical params; the second one takes an offset from its pid.
+    """
+    import fcntl
+
+    folder = sweep.root / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / f"{sweep.study_name}.run.lock", "a")  # noqa: SIM115 - held for the command's life
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 1 + os.getpid() % 100_000, handle
+    return 0, handle
 
 
 def _resume_command(sweep: Sweep, study: str) -> str:

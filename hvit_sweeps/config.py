@@ -16,7 +16,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 # The one dataset list; the registry is torch-free, so --help stays fast.
 from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS
@@ -310,7 +317,9 @@ def build_config(
         merged.get("model", {}).pop(name, None)
     try:
         if info is None:
-            from hvit_sweeps.data import describe_dataset  # cached; only a folder: scan imports torch
+            from hvit_sweeps.data import (
+                describe_dataset,  # cached; only a folder: scan imports torch
+            )
 
             info = describe_dataset(DataConfig.model_validate(merged.get("data", {})))
         merged.setdefault("model", {}).update(

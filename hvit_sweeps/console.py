@@ -14,7 +14,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -22,6 +28,7 @@ from rich.text import Text
 from hvit_sweeps.checkpoint import Checkpoint
 from hvit_sweeps.data import DatasetInfo
 from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
+from hvit_sweeps.sweep.state import best_trials
 from hvit_sweeps.train import Callback, EpochReport, RunPlan, TrainResult
 
 __all__ = [
@@ -216,15 +223,6 @@ def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: lis
             short_params(trial.params),
         )
     return table
-
-
-def best_trials(study: optuna.Study, *, top: int) -> list[FrozenTrial]:
-    """The Pareto set for multi-objective studies, else the top trials by value."""
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.number)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    return sorted(complete, key=lambda t: sign * t.values[0])[:top]
 
 
 class _TrialStatus(Callback):

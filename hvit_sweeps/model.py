@@ -18,8 +18,6 @@ comes from one frozen :class:`~hvit_sweeps.config.ModelConfig`.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn

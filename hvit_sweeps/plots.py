@@ -16,8 +16,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window, even on a desktop
 
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as vis  # noqa: E402
 

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from hvit_sweeps.config import TrainConfig, build_config, format_validation_error, has_field, max_stages
+from hvit_sweeps.config import (
+    TrainConfig,
+    build_config,
+    format_validation_error,
+    has_field,
+    max_stages,
+)
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import best_metric, model_metric
 

@@ -12,13 +12,15 @@ With no tracking URI, everything goes under ``mlruns/``: SQLite metadata in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -51,6 +53,7 @@ from hvit_sweeps.keys import (
 __all__ = ["Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
+_TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
 
 
 def default_tracking_uri(root: Path) -> str:
@@ -87,6 +90,12 @@ class Tracker:
         if self.local:
             root.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri or default_tracking_uri(root)
+        scheme = self.uri.split(":", 1)[0].split("+", 1)[0]
+        if scheme not in _TRACKING_SCHEMES:
+            raise HvitError(
+                f"--tracking-uri {self.uri}: unknown scheme {scheme!r}; use http(s)://HOST:PORT, sqlite:///FILE, "
+                "postgresql://... or omit it for the embedded store"
+            )
         self.client = MlflowClient(tracking_uri=self.uri)
 
     # -- setup -------------------------------------------------------------------------
@@ -104,10 +113,39 @@ class Tracker:
                 ) from None
             return
         try:
-            self.client.search_experiments(max_results=1)
+            with self._init_lock():
+                self.client.search_experiments(max_results=1)  # creates and migrates a new store
         except Exception as err:  # noqa: BLE001 - any store error means "cannot use this URI"
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HvitError(f"--tracking-uri {self.uri}: cannot open the tracking store ({first})") from None
+
+    def _init_lock(self) -> contextlib.AbstractContextManager[Any]:
+        """Two processes that create one embedded store at once would both run its migrations.
+
+        MLflow's SQLite migration is not safe against that ("No such constraint"), so
+        the first use of a local store is serialised with a lock file beside it.
+        """
+        if not self.local:
+            return contextlib.nullcontext()
+        return _file_lock(self.root / ".mlflow-init.lock")
+
+    def reachable(self) -> bool:
+        """Whether the tracking server answers now (an embedded store always does)."""
+        if not self.uri.startswith(("http://", "https://")):
+            return True
+        try:
+            with urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5) as response:
+                response.read()
+        except OSError:
+            return False
+        return True
+
+    def unavailable(self) -> HvitError:
+        """The one line a sweep ends with when the tracking server stopped answering."""
+        return HvitError(
+            f"the MLflow server at {self.uri} stopped answering: finished trials are saved; "
+            "start it again, then rerun the same command with --resume"
+        )
 
     def experiment_id(self, name: str) -> str:
         """The study's experiment, created on first use; safe when workers race."""
@@ -261,6 +299,16 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path), PLOTS_DIR)
                 names.append(path.name)
         return names
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _param_value(value: Any) -> str:

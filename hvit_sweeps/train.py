@@ -29,7 +29,14 @@ from torch import nn
 from hvit_sweeps import interrupt
 from hvit_sweeps.checkpoint import Checkpoint, load_model, save_checkpoint
 from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig
-from hvit_sweeps.data import BatchLoader, DatasetInfo, DatasetSplits, derive_seed, load_dataset, make_loaders
+from hvit_sweeps.data import (
+    BatchLoader,
+    DatasetInfo,
+    DatasetSplits,
+    derive_seed,
+    load_dataset,
+    make_loaders,
+)
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.model import build_model, count_flops, count_parameters
 
@@ -269,7 +276,7 @@ def train(
     optimizer = _make_optimizer(model, config.optim, device, capturable=use_graphs)
     scheduler = _make_schedule(optimizer, config.optim, steps_per_epoch, config.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
-    if resume is not None and resume.training_state:
+    if resume is not None and "optimizer" in resume.training_state:
         optimizer.load_state_dict(resume.training_state["optimizer"])
         scheduler.load_state_dict(resume.training_state["scheduler"])
         scaler.load_state_dict(resume.training_state["scaler"])
@@ -615,15 +622,14 @@ class _Saver:
         """Write the model as it is now; ``resumable=False`` leaves out the optimizer state (a third of the bytes)."""
         if path is None:
             return
-        training_state = None
+        # The history is kept either way: a few numbers per epoch, and the curves need them.
+        training_state: dict[str, Any] = {"history": history, "best": best.as_dict()}
         if resumable:
-            training_state = {
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "history": history,
-                "best": best.as_dict(),
-            }
+            training_state.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+            )
         save_checkpoint(
             path,
             model=self.model,
@@ -666,7 +672,7 @@ def _check_resumable(config: TrainConfig, checkpoint: Checkpoint) -> None:
             f"--resume {checkpoint.path}: it already trained {checkpoint.epoch} epochs; "
             f"pass --epochs greater than {checkpoint.epoch}"
         )
-    if not checkpoint.training_state:
+    if "optimizer" not in checkpoint.training_state:
         raise HvitError(f"--resume {checkpoint.path}: it has no optimizer state (an exported model)")
 
 

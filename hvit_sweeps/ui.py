@@ -35,7 +35,12 @@ from hvit_sweeps.keys import (
     plot_artifact,
     role_filter,
 )
-from hvit_sweeps.mlflow_view import read_study_view, trials_table_url, view_key, view_url
+from hvit_sweeps.mlflow_view import (
+    read_study_view,
+    trials_table_url,
+    view_key,
+    view_url,
+)
 from hvit_sweeps.tracking import default_tracking_uri, run_url
 
 __all__ = ["LOG_FILE", "serve_ui", "server_command", "stop_server", "study_links"]

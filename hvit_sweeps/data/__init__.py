@@ -32,7 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hvit_sweeps.data.fashion_mnist import FASHION_MNIST_SYSTEM_DIR
-    from hvit_sweeps.data.info import CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_MNIST_CLASSES, DatasetInfo
+    from hvit_sweeps.data.info import (
+        CIFAR10_CLASSES,
+        CIFAR100_CLASSES,
+        FASHION_MNIST_CLASSES,
+        DatasetInfo,
+    )
     from hvit_sweeps.data.loaders import BatchLoader, Loaders, make_loaders
     from hvit_sweeps.data.registry import DATASET_NAMES, FOLDER_PREFIX, describe_dataset
     from hvit_sweeps.data.seeding import derive_seed

@@ -9,7 +9,12 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 
 from hvit_sweeps.data.info import DatasetInfo
-from hvit_sweeps.data.seeding import derive_seed, epoch_generator, next_seed, seeded_call
+from hvit_sweeps.data.seeding import (
+    derive_seed,
+    epoch_generator,
+    next_seed,
+    seeded_call,
+)
 
 if TYPE_CHECKING:
     from hvit_sweeps.config import DataConfig

@@ -21,7 +21,12 @@ from torchvision.transforms import v2
 
 from hvit_sweeps.data.augment import DeviceAugment, mix_transform, sample_transform
 from hvit_sweeps.data.info import DatasetInfo
-from hvit_sweeps.data.seeding import derive_seed, epoch_generator, next_seed, seeded_call
+from hvit_sweeps.data.seeding import (
+    derive_seed,
+    epoch_generator,
+    next_seed,
+    seeded_call,
+)
 from hvit_sweeps.data.splits import DatasetSplits, Split
 
 if TYPE_CHECKING:

@@ -18,7 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hvit_sweeps.data.info import CIFAR10_CLASSES, CIFAR100_CLASSES, FASHION_MNIST_CLASSES, DatasetInfo
+from hvit_sweeps.data.info import (
+    CIFAR10_CLASSES,
+    CIFAR100_CLASSES,
+    FASHION_MNIST_CLASSES,
+    DatasetInfo,
+)
 
 if TYPE_CHECKING:
     from hvit_sweeps.config import DataConfig

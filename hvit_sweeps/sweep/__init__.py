@@ -172,7 +172,10 @@ def _describe_parent(sweep: Sweep, parent: str) -> None:
 def close_study_run(sweep: Sweep, connected: Connected, status: str) -> None:
     """End the parent run after a stop or a crash, so it is never left RUNNING; `run --resume` reopens it."""
     if trial_counts(connected.study)["running"] == 0:
-        sweep.tracker.end_run(connected.parent_run_id, status)
+        try:
+            sweep.tracker.end_run(connected.parent_run_id, status)
+        except Exception:  # noqa: BLE001 - a tracking server that is down: `run --resume` reopens and closes it
+            pass
 
 
 def write_view(sweep: Sweep, experiment_id: str) -> None:

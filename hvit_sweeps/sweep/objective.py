@@ -49,13 +49,13 @@ from hvit_sweeps.keys import (
     model_metric,
 )
 from hvit_sweeps.study import EPOCH_METRICS, StudySpec
-from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay
+from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
 from hvit_sweeps.sweep.storage import trial_id
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
-__all__ = ["SurplusTrial", "TrialObjective", "TrialReporter"]
+__all__ = ["SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals"]
 
 _NOT_SUMMARIES = ("lr", "epoch_seconds", "images_per_second")
 
@@ -95,8 +95,17 @@ class TrialObjective:
     display: SweepDisplay | None = None
 
     last_number: int = -1
+    tracking_down: bool = False  # set when a trial failed because the MLflow server stopped answering
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        try:
+            return self._run_trial(trial)
+        except Exception:
+            # Optuna records the trial as FAIL either way; the worker stops the sweep on this.
+            self.tracking_down = not self.sweep.tracker.reachable()
+            raise
+
+    def _run_trial(self, trial: optuna.Trial) -> list[float]:
         study = self.connected.study
         self.last_number = trial.number
         retry_of = _retry_of(self.connected, trial.number)
@@ -163,8 +172,11 @@ class TrialObjective:
     def _fail(self, run_id: str, err: BaseException) -> None:
         reason = f"{type(err).__name__}: {err}"[:1000]
         tracker = self.sweep.tracker
-        tracker.log_text(run_id, "".join(traceback.format_exception(err)), FAILURE_FILE)
-        tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+        try:
+            tracker.log_text(run_id, "".join(traceback.format_exception(err)), FAILURE_FILE)
+            tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+        except Exception:  # noqa: BLE001 - the tracking server is gone too: `run --resume` closes the run
+            pass
 
     def _finish(self, trial: optuna.Trial, run_id: str, result: TrainResult, checkpoint: Path | None) -> list[float]:
         tracker = self.sweep.tracker
@@ -184,25 +196,9 @@ class TrialObjective:
             raise optuna.TrialPruned(result.reason)
         values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
-        if kept and checkpoint is not None and self.sweep.spec.visuals:
-            tags.update(self._log_visuals(run_id, checkpoint, result))
         tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
         tracker.end_run(run_id, "FINISHED", tags=tags)
         return values
-
-    def _log_visuals(self, run_id: str, checkpoint: Path, result: TrainResult) -> dict[str, str]:
-        """Confusion matrix, per-class accuracy, mistakes, curves and a train batch, under visuals/.
-
-        A failure here costs the pictures, not the trial: it is tagged and the sweep goes on.
-        """
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                out = Path(tmp) / VISUALS_DIR
-                write_checkpoint_visuals(load_checkpoint(checkpoint), self.splits, out_dir=out, history=result.history)
-                log_visuals(self.sweep.tracker, run_id, out)
-        except Exception as err:  # noqa: BLE001 - pictures are optional; the trial's result stands
-            return {TAG_VISUALS: f"failed: {type(err).__name__}: {err}"[:500]}
-        return {TAG_VISUALS: "logged"}
 
     def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:
         """Upload the trial's best checkpoint unless keep_top_k says it is not among the best."""
@@ -232,3 +228,35 @@ def _retry_of(connected: Connected, number: int) -> int | None:
     storage = connected.storage
     frozen = storage.get_trial(trial_id(storage, connected.study, number))
     return RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+
+
+def log_best_visuals(sweep: Sweep, connected: Connected, splits: DatasetSplits) -> list[int]:
+    """Visuals for the best kept trials that have none yet: confusion matrix, mistakes, curves, ...
+
+    Drawn once a worker has run its trials, not inside them: they took about 6 s a
+    trial on a CPU, half of a short trial (benchmarks/RESULTS.md). The best
+    ``keep_top_k`` (else 5) trials get them; `eval --visuals` draws any checkpoint's.
+    """
+    if not sweep.spec.visuals:
+        return []
+    drawn = []
+    for trial in best_trials(connected.study, top=sweep.spec.keep_top_k or 5):
+        run_id = trial.user_attrs.get(ATTR_RUN_ID)
+        if not run_id or TAG_VISUALS in sweep.tracker.client.get_run(run_id).data.tags:
+            continue
+        sweep.tracker.client.set_tag(run_id, TAG_VISUALS, _draw_visuals(sweep.tracker, run_id, splits))
+        drawn.append(trial.number)
+    return drawn
+
+
+def _draw_visuals(tracker: Tracker, run_id: str, splits: DatasetSplits) -> str:
+    """Draw and log one trial's visuals; a failure costs the pictures, never the sweep."""
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = load_checkpoint(tracker.download_checkpoint(run_id, Path(tmp)))
+            out = Path(tmp) / VISUALS_DIR
+            write_checkpoint_visuals(checkpoint, splits, out_dir=out)
+            log_visuals(tracker, run_id, out)
+    except Exception as err:  # noqa: BLE001 - pictures are optional; the trial's result stands
+        return f"failed: {type(err).__name__}: {err}"[:500]
+    return "logged"

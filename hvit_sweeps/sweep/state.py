@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.keys import study_metric
@@ -20,7 +20,7 @@ from hvit_sweeps.study import StudySpec
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback
 
-__all__ = ["Connected", "Sweep", "SweepDisplay", "best_values", "study_summary", "trial_counts"]
+__all__ = ["Connected", "Sweep", "SweepDisplay", "best_trials", "best_values", "study_summary", "trial_counts"]
 
 
 class SweepDisplay(Protocol):
@@ -93,3 +93,12 @@ def study_summary(study: optuna.Study) -> tuple[dict[str, float], int]:
     counts = trial_counts(study)
     values = {**{k: float(v) for k, v in counts.items()}, **best_values(study)}
     return {study_metric(k): v for k, v in values.items()}, counts["finished"]
+
+
+def best_trials(study: optuna.Study, *, top: int) -> list[FrozenTrial]:
+    """The Pareto set for multi-objective studies, else the top trials by value."""
+    if len(study.directions) > 1:
+        return sorted(study.best_trials, key=lambda t: t.number)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
+    return sorted(complete, key=lambda t: sign * t.values[0])[:top]

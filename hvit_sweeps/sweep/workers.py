@@ -19,7 +19,7 @@ from hvit_sweeps import interrupt
 from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
-from hvit_sweeps.sweep.objective import TrialObjective
+from hvit_sweeps.sweep.objective import TrialObjective, log_best_visuals
 from hvit_sweeps.sweep.state import (
     Connected,
     Sweep,
@@ -75,6 +75,8 @@ def run_worker(
             break
         study.optimize(objective, n_trials=1, catch=(Exception,))
         ran += 1
+        if objective.tracking_down:
+            raise sweep.tracker.unavailable()
         last = next((t for t in study.get_trials(deepcopy=False) if t.number == objective.last_number), None)
         failed = last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(ATTR_SURPLUS)
         failures_in_row = failures_in_row + 1 if failed else 0
@@ -86,6 +88,7 @@ def run_worker(
         _log_best_so_far(sweep, connected)
         if display is not None:
             display.refresh(study)
+    log_best_visuals(sweep, connected, splits)
     return WorkerSummary(ran=ran, reason=reason)
 
 
@@ -100,7 +103,12 @@ def _failure_reason(sweep: Sweep, trial: FrozenTrial | None) -> str:
 def _log_best_so_far(sweep: Sweep, connected: Connected) -> None:
     """The study's counts and best value on the parent run, one point per finished trial."""
     metrics, step = study_summary(connected.study)
-    sweep.tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+    try:
+        sweep.tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+    except Exception as err:
+        if not sweep.tracker.reachable():
+            raise sweep.tracker.unavailable() from err
+        raise
 
 
 def worker_plan(*, workers: int | None, devices: Sequence[str] | None, trials_per_gpu: int) -> list[dict[str, str]]:

@@ -1,0 +1,76 @@
+"""The concurrency bench's overlap accounting: only a window where all K are steady counts."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import bench
+
+
+def timeline(start: float, *, epochs: int = 3, steps: int = 10, step_s: float = 0.1, eval_s: float = 0.05) -> dict:
+    """A worker's raw output: ``steps`` steps per epoch, then an eval, from ``start``."""
+    stamps, ends, now = [], [], start
+    for _ in range(epochs):
+        for _ in range(steps):
+            now += step_s
+            stamps.append(now)
+        now += eval_s
+        ends.append(now)
+    return {"start": start, "steps": stamps, "epoch_ends": ends, "images_per_step": 32.0, "notes": [], "threads": 1}
+
+
+def test_side_by_side_runs_are_summed() -> None:
+    window = bench.steady_window([timeline(0.0), timeline(0.0)])
+    assert window.overlap == pytest.approx(1.0, abs=0.06)
+    assert window.valid
+    # Each process: 32 images per 0.1 s step, minus the eval pause inside the window.
+    assert window.summed == pytest.approx(2 * 32 / 0.1, rel=0.1)
+
+
+def test_one_after_the_other_is_invalid() -> None:
+    first = timeline(0.0)
+    second = timeline(first["epoch_ends"][-1])
+    window = bench.steady_window([first, second])
+    assert window.overlap == 0.0
+    assert not window.valid and window.summed is None
+
+
+def test_half_overlap_is_invalid() -> None:
+    # The second starts when the first is halfway through its steady epochs.
+    first = timeline(0.0, epochs=5)
+    window = bench.steady_window([first, timeline(2.1, epochs=5)])
+    assert 0.3 < window.overlap < bench.MIN_OVERLAP
+    assert window.summed is None
+    note = bench.describe_window([first, timeline(2.1, epochs=5)], window).note
+    assert note.startswith("INVALID, not summed")
+
+
+def test_warm_up_epoch_is_left_out() -> None:
+    raw = timeline(0.0)
+    start, end = bench.steady_span(raw)
+    assert start > raw["epoch_ends"][0] and end == raw["steps"][-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_cpu() -> bench.Profile:
+    return replace(bench.PROFILES["cpu"], batch_size=32, throughput_samples=320, eval_samples=64, throughput_epochs=3,
+                   throughput_size="tiny",
+                   repeats=1)
+
+
+@pytest.mark.slow
+def test_cpu_barrier_run_and_serialised_control(tiny_cpu: bench.Profile, tmp_path: Path) -> None:
+    # Real worker processes on the CPU, K=2 with a core each: started on the barrier they overlap;
+    # the same two made to take turns are marked invalid, whatever their own speed.
+    together = bench.measure_concurrent(tiny_cpu, "eager", 2, threads=1, logs=tmp_path)
+    serial = bench.measure_concurrent(tiny_cpu, "eager", 2, threads=1, logs=tmp_path, serial=True)
+    assert together.detail["overlap"] > 0.5
+    assert (together.total is None) == (together.detail["overlap"] < bench.MIN_OVERLAP)
+    assert serial.detail["overlap"] < 0.2
+    assert serial.total is None and serial.note.startswith("INVALID")
