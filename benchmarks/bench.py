@@ -94,7 +94,7 @@ class Case:
         """``size/precision/loader/mode``, e.g. ``small/bf16/device/cuda_graphs``."""
         parts = text.strip().split("/")
         choices = (SIZES, PRECISIONS, LOADERS, MODES)
-        if len(parts) != 4 or any(part not in options for part, options in zip(parts, choices)):
+        if len(parts) != 4 or any(part not in options for part, options in zip(parts, choices, strict=False)):
             raise ValueError(f"{text!r}: use size/precision/loader/mode from {'/'.join('|'.join(c) for c in choices)}")
         return cls(*parts)
 
@@ -186,8 +186,10 @@ PROFILES = {
 PROFILES["gpu-quick"] = replace(
     PROFILES["gpu"],
     name="gpu-quick",
-    cases=parse_cases("small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,"
-                      "small/bf16/device/compile=reduce-overhead,base/bf16/device/eager,base/bf16/device/cuda_graphs"),
+    cases=parse_cases(
+        "small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,"
+        "small/bf16/device/compile=reduce-overhead,base/bf16/device/eager,base/bf16/device/cuda_graphs"
+    ),
     throughput_modes=("cuda_graphs", "eager"),
     throughput_epochs=3,
     sweep_trials=8,
@@ -204,7 +206,9 @@ PROFILES["gpu-dry"] = replace(
     num_workers=1,
     train_samples=_samples(*({"small": 256, "base": 128},) * 3),
     eval_samples=64,
-    cases=parse_cases("small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,base/bf16/device/eager"),
+    cases=parse_cases(
+        "small/fp32/cpu/eager,small/bf16/device/eager,small/bf16/device/cuda_graphs,base/bf16/device/eager"
+    ),
     concurrency=(1, 2),
     throughput_samples=256,
     throughput_epochs=2,
@@ -220,19 +224,44 @@ PROFILES["gpu-dry"] = replace(
     headline_naive_s=40.0,
 )
 # The CPU parts of issue 11's bench on a 2-core machine: concurrency K=1, 2 and the timeline, tiny model.
-PROFILES["cpu-tiny"] = replace(PROFILES["cpu"], name="cpu-tiny", throughput_size="tiny", throughput_samples=4096,
-                               throughput_epochs=4, timeline_size="tiny", timeline_trials=3, timeline_epochs=3,
-                               sweep_samples=512, eval_samples=128)
+PROFILES["cpu-tiny"] = replace(
+    PROFILES["cpu"],
+    name="cpu-tiny",
+    throughput_size="tiny",
+    throughput_samples=4096,
+    throughput_epochs=4,
+    timeline_size="tiny",
+    timeline_trials=3,
+    timeline_epochs=3,
+    sweep_samples=512,
+    eval_samples=128,
+)
 # The headline of issue 11: the 50-trial depth-width study on synthetic data of CIFAR-100 size
 # (50k train of which 10% val, 10k test) on the new defaults, and the naive baseline's rate.
-PROFILES["gpu-headline"] = replace(PROFILES["gpu-quick"], name="gpu-headline", sweep_trials=50, sweep_samples=None,
-                                   eval_samples=None, concurrency=(1, 4), throughput_modes=("cuda_graphs",),
-                                   throughput_epochs=6)
+PROFILES["gpu-headline"] = replace(
+    PROFILES["gpu-quick"],
+    name="gpu-headline",
+    sweep_trials=50,
+    sweep_samples=None,
+    eval_samples=None,
+    concurrency=(1, 4),
+    throughput_modes=("cuda_graphs",),
+    throughput_epochs=6,
+)
 # gpu-headline's plan on the CPU: the dry run of benchmarks/gpu/run_all.sh.
-PROFILES["gpu-headline-dry"] = replace(PROFILES["gpu-dry"], name="gpu-headline-dry", sweep_trials=4, sweep_samples=256,
-                                       eval_samples=64, concurrency=(1, 2), throughput_modes=("eager",),
-                                       throughput_samples=256, throughput_epochs=3, sweep_max_epochs=2,
-                                       throughput_precision="fp32")
+PROFILES["gpu-headline-dry"] = replace(
+    PROFILES["gpu-dry"],
+    name="gpu-headline-dry",
+    sweep_trials=4,
+    sweep_samples=256,
+    eval_samples=64,
+    concurrency=(1, 2),
+    throughput_modes=("eager",),
+    throughput_samples=256,
+    throughput_epochs=3,
+    sweep_max_epochs=2,
+    throughput_precision="fp32",
+)
 
 
 # -- results ----------------------------------------------------------------------------
@@ -278,7 +307,9 @@ class Report:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         partial = self.path.with_name(self.path.name + ".tmp")
-        partial.write_text(json.dumps({"meta": self.meta, "rows": [asdict(r) for r in self.rows]}, indent=2, default=str))
+        partial.write_text(
+            json.dumps({"meta": self.meta, "rows": [asdict(r) for r in self.rows]}, indent=2, default=str)
+        )
         partial.replace(self.path)
 
 
@@ -410,18 +441,23 @@ def run_worker(spec: dict[str, Any]) -> None:
     finally:
         if spec.get("barrier"):
             (Path(spec["barrier"]) / f"done-{spec.get('turn', os.getpid())}").touch()
-    print(json.dumps({
-        "history": result.history,
-        "notes": result.notes,
-        "sizes": result.dataset_sizes,
-        "dataset": result.dataset.label,
-        "device": device_name(config.runtime.device),
-        "threads": torch.get_num_threads(),
-        "start": start,
-        "epoch_ends": clock.epoch_ends,
-        "steps": clock.steps,
-        "images_per_step": result.dataset_sizes["train"] / max(1, len(clock.steps) // max(1, len(clock.epoch_ends))),
-    }))
+    print(
+        json.dumps(
+            {
+                "history": result.history,
+                "notes": result.notes,
+                "sizes": result.dataset_sizes,
+                "dataset": result.dataset.label,
+                "device": device_name(config.runtime.device),
+                "threads": torch.get_num_threads(),
+                "start": start,
+                "epoch_ends": clock.epoch_ends,
+                "steps": clock.steps,
+                "images_per_step": result.dataset_sizes["train"]
+                / max(1, len(clock.steps) // max(1, len(clock.epoch_ends))),
+            }
+        )
+    )
 
 
 class StepClock:
@@ -509,7 +545,9 @@ def collect(process: subprocess.Popen, log: Path) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
-def train_config(profile: Profile, *, size: str, precision: str, loader: str, mode: str, samples: int, epochs: int) -> dict[str, Any]:
+def train_config(
+    profile: Profile, *, size: str, precision: str, loader: str, mode: str, samples: int, epochs: int
+) -> dict[str, Any]:
     return {
         "data.dataset": "synthetic",
         "data.max_train_samples": samples,
@@ -582,7 +620,15 @@ def measure_case(profile: Profile, case: Case, *, logs: Path) -> tuple[Measured 
     """The best of ``profile.repeats`` fresh processes, or None and why."""
     samples = profile.train_samples[(case.size, case.precision)]
     epochs = 1 if (profile.device == "cpu" and case.mode == "cuda_graphs") else profile.epochs
-    config = train_config(profile, size=case.size, precision=case.precision, loader=case.loader, mode=case.mode, samples=samples, epochs=epochs)
+    config = train_config(
+        profile,
+        size=case.size,
+        precision=case.precision,
+        loader=case.loader,
+        mode=case.mode,
+        samples=samples,
+        epochs=epochs,
+    )
     repeats = 1 if epochs == 1 else profile.repeats
     runs, failure = [], "failed (see logs)"
     for repeat in range(repeats):
@@ -601,13 +647,19 @@ def measure_case(profile: Profile, case: Case, *, logs: Path) -> tuple[Measured 
     return (max(runs, key=lambda m: m.images_per_second) if runs else None), failure
 
 
-def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | None], *, failure: str = "failed (see logs)") -> None:
+def add_train_rows(
+    report: Report, case: Case, results: dict[Case, Measured | None], *, failure: str = "failed (see logs)"
+) -> None:
     measured = results[case]
     if measured is None:
         report.add(Row("train", "img/s", case.label, None, "img/s", note=failure))
         return
     note = "; ".join(measured.notes)
-    if measured.notes and report.meta.get("runtime_device", report.meta["profile"]) == "cpu" and case.mode == "cuda_graphs":
+    if (
+        measured.notes
+        and report.meta.get("runtime_device", report.meta["profile"]) == "cpu"
+        and case.mode == "cuda_graphs"
+    ):
         report.add(Row("train", "img/s", case.label, None, "img/s", note=f"n/a on CPU: {note}"))
         return
     samples = measured.raw["sizes"]["train"]
@@ -615,9 +667,18 @@ def add_train_rows(report: Report, case: Case, results: dict[Case, Measured | No
     naive = results.get(Case(case.size, "fp32", "cpu", "eager"))
     eager = results.get(replace(case, mode="eager")) if case.mode != "eager" else None
     detail = {k: [round(h[k], 4) for h in measured.raw["history"]] for k in ("epoch_seconds", "images_per_second")}
-    report.add(Row("train", "img/s", setting, measured.images_per_second, "img/s",
-                   baseline=naive.images_per_second if naive else None,
-                   note=note or "baseline: same size, fp32, loader=cpu, eager", detail=detail))
+    report.add(
+        Row(
+            "train",
+            "img/s",
+            setting,
+            measured.images_per_second,
+            "img/s",
+            baseline=naive.images_per_second if naive else None,
+            note=note or "baseline: same size, fp32, loader=cpu, eager",
+            detail=detail,
+        )
+    )
     report.add(warmup_row(setting, measured, eager))
 
 
@@ -626,8 +687,15 @@ def warmup_row(setting: str, measured: Measured, eager: Measured | None) -> Row:
     note = "epoch 1 minus a steady epoch"
     if eager is None:
         return Row("train", "warm-up s", setting, measured.warmup_seconds, "s", note=note)
-    row = Row("train", "warm-up s", setting, measured.warmup_seconds, "s", baseline=eager.warmup_seconds,
-              note=f"{note}; baseline: same setting, eager")
+    row = Row(
+        "train",
+        "warm-up s",
+        setting,
+        measured.warmup_seconds,
+        "s",
+        baseline=eager.warmup_seconds,
+        note=f"{note}; baseline: same setting, eager",
+    )
     if abs(eager.warmup_seconds) < NOISE_FLOOR_S:
         row.ratio = None
         row.note += f" (below {NOISE_FLOOR_S}s, so no ratio; extra warm-up {measured.warmup_seconds - eager.warmup_seconds:.1f}s)"
@@ -650,7 +718,9 @@ def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
         for k in profile.concurrency:
             for split in (False, True) if not profile.gpu_plan and k > 1 else (False,):
                 threads = max(1, (os.cpu_count() or 1) // k) if split else None
-                setting = f"K={k} {profile.throughput_size} {profile.throughput_precision} loader=device {mode} (synthetic)"
+                setting = (
+                    f"K={k} {profile.throughput_size} {profile.throughput_precision} loader=device {mode} (synthetic)"
+                )
                 setting += f", OMP_NUM_THREADS={threads} per process" if split else ""
                 if BOX.over():
                     report.add(Row("sweep-throughput", "summed img/s", setting, None, "img/s", note=NOT_STARTED))
@@ -659,8 +729,18 @@ def bench_throughput(profile: Profile, report: Report, *, logs: Path) -> None:
                 single = got.total if k == 1 else single
                 note = got.note + ("; baseline: K=1, same window rule" if k > 1 else "")
                 note += "; the split `run --workers` applies (worker_plan sets OMP_NUM_THREADS)" if split else ""
-                report.add(Row("sweep-throughput", "summed img/s", setting, got.total, "img/s", baseline=single,
-                               note=note, detail=got.detail))
+                report.add(
+                    Row(
+                        "sweep-throughput",
+                        "summed img/s",
+                        setting,
+                        got.total,
+                        "img/s",
+                        baseline=single,
+                        note=note,
+                        detail=got.detail,
+                    )
+                )
 
 
 @dataclass(frozen=True)
@@ -722,11 +802,21 @@ def measure_concurrent(
     """The best valid one of ``profile.repeats`` runs of K processes; ``serial``: one after another (a control)."""
     runs: list[Concurrent] = []
     for repeat in range(profile.repeats):
-        print(f"  sweep-throughput {mode} K={k} threads={threads or 'default'}{' serial' if serial else ''} "
-              f"run {repeat + 1}/{profile.repeats} ...", flush=True)
+        print(
+            f"  sweep-throughput {mode} K={k} threads={threads or 'default'}{' serial' if serial else ''} "
+            f"run {repeat + 1}/{profile.repeats} ...",
+            flush=True,
+        )
         try:
-            raws = _concurrent_once(profile, mode, k, threads=threads, logs=logs, serial=serial,
-                                    tag=f"{mode}-k{k}-t{threads}-{'s' if serial else 'c'}{repeat}")
+            raws = _concurrent_once(
+                profile,
+                mode,
+                k,
+                threads=threads,
+                logs=logs,
+                serial=serial,
+                tag=f"{mode}-k{k}-t{threads}-{'s' if serial else 'c'}{repeat}",
+            )
         except Stopped as err:
             print(f"    {err}", flush=True)
             runs.append(Concurrent(None, str(err)))
@@ -735,7 +825,11 @@ def measure_concurrent(
             runs.append(describe_window(raws, steady_window(raws)))
     valid = [run for run in runs if run.total is not None]
     # An invalid run is reported (its note says why) only when no repeat was valid.
-    return max(valid, key=lambda run: run.total or 0.0) if valid else (runs[-1] if runs else Concurrent(None, "failed (see logs)"))
+    return (
+        max(valid, key=lambda run: run.total or 0.0)
+        if valid
+        else (runs[-1] if runs else Concurrent(None, "failed (see logs)"))
+    )
 
 
 def describe_window(raws: Sequence[dict[str, Any]], window: Window) -> Concurrent:
@@ -744,29 +838,47 @@ def describe_window(raws: Sequence[dict[str, Any]], window: Window) -> Concurren
     origin = min(raw["start"] for raw in raws)
     spans = [[round(t - origin, 3) for t in steady_span(raw)] for raw in raws]
     per_process = [round(n / window.seconds) if window.seconds else 0 for n in window.images]
-    head = (f"{raws[0]['threads']} torch threads per process; steady windows overlap {window.overlap:.0%} "
-            f"over {window.seconds:.2f} s")
+    head = (
+        f"{raws[0]['threads']} torch threads per process; steady windows overlap {window.overlap:.0%} "
+        f"over {window.seconds:.2f} s"
+    )
     if not window.valid:
         head = f"INVALID, not summed: overlap {window.overlap:.0%} < {MIN_OVERLAP:.0%}; " + head
-    detail = {"overlap": round(window.overlap, 4), "window_s": round(window.seconds, 4), "valid": window.valid,
-              "steady_spans_s": spans, "window_img_s_per_process": per_process}
-    return Concurrent(window.summed, "; ".join([head, f"per process in the window: {per_process} img/s", *notes]), detail)
+    detail = {
+        "overlap": round(window.overlap, 4),
+        "window_s": round(window.seconds, 4),
+        "valid": window.valid,
+        "steady_spans_s": spans,
+        "window_img_s_per_process": per_process,
+    }
+    return Concurrent(
+        window.summed, "; ".join([head, f"per process in the window: {per_process} img/s", *notes]), detail
+    )
 
 
 def _concurrent_once(
     profile: Profile, mode: str, k: int, *, threads: int | None, logs: Path, tag: str, serial: bool = False
 ) -> list[dict[str, Any]] | None:
     epochs = profile.throughput_epochs or profile.epochs + 1
-    config = train_config(profile, size=profile.throughput_size, precision=profile.throughput_precision, loader="device",
-                          mode=mode, samples=profile.throughput_samples, epochs=epochs)
+    config = train_config(
+        profile,
+        size=profile.throughput_size,
+        precision=profile.throughput_precision,
+        loader="device",
+        mode=mode,
+        samples=profile.throughput_samples,
+        epochs=epochs,
+    )
     barrier = Path(tempfile.mkdtemp(prefix=f"barrier-{tag}-", dir=logs))
     env = {"CUDA_VISIBLE_DEVICES": "0"} if profile.device == "cuda" else {}
     env.update({"OMP_NUM_THREADS": str(threads)} if threads else {})
-    specs = [{"config": config, "barrier": str(barrier), "parties": k, **({"turn": i} if serial else {})} for i in range(k)]
+    specs = [
+        {"config": config, "barrier": str(barrier), "parties": k, **({"turn": i} if serial else {})} for i in range(k)
+    ]
     logs_k = [logs / f"throughput-{tag}-{i}.log" for i in range(k)]
-    processes = [spawn_worker(spec, log=log, env=env) for spec, log in zip(specs, logs_k)]
+    processes = [spawn_worker(spec, log=log, env=env) for spec, log in zip(specs, logs_k, strict=False)]
     try:
-        return [collect(p, log) for p, log in zip(processes, logs_k)]
+        return [collect(p, log) for p, log in zip(processes, logs_k, strict=False)]
     except RuntimeError as err:
         print(f"    failed: {err}", flush=True)
         return None
@@ -822,8 +934,13 @@ def cpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[
     study["sampler"] = {"type": "grid", "seed": 0}
     study["pruner"] = {"type": "none"}
     study["space"] = {"optim.lr": {"type": "categorical", "choices": [1e-3, 3e-3]}}
-    study["stages"] = {"num_stages": 2, "base_width": {"type": "categorical", "choices": [16, 32, 48]},
-                       "width_mult": 2.0, "head_dim": 16, "depth": 1}
+    study["stages"] = {
+        "num_stages": 2,
+        "base_width": {"type": "categorical", "choices": [16, 32, 48]},
+        "width_mult": 2.0,
+        "head_dim": 16,
+        "depth": 1,
+    }
     study["fixed"].update({"data.max_train_samples": profile.sweep_samples, **extra})
     return study
 
@@ -831,11 +948,21 @@ def cpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[
 def gpu_sweep_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     """depth-width.toml on synthetic data (TPE + Hyperband; at most ``sweep_max_epochs``, 20 as in the file)."""
     study = copy.deepcopy(load_toml("depth-width"))
-    study.update(name=name, description="bench: depth-width on synthetic data", trials=profile.sweep_trials,
-                 max_epochs=profile.sweep_max_epochs)
-    study["fixed"].update({"data.dataset": "synthetic", **_caps(profile.sweep_samples, "data.max_train_samples"),
-                           **_caps(profile.eval_samples, "data.max_eval_samples"), "data.batch_size": profile.batch_size,
-                           **extra})
+    study.update(
+        name=name,
+        description="bench: depth-width on synthetic data",
+        trials=profile.sweep_trials,
+        max_epochs=profile.sweep_max_epochs,
+    )
+    study["fixed"].update(
+        {
+            "data.dataset": "synthetic",
+            **_caps(profile.sweep_samples, "data.max_train_samples"),
+            **_caps(profile.eval_samples, "data.max_eval_samples"),
+            "data.batch_size": profile.batch_size,
+            **extra,
+        }
+    )
     return study
 
 
@@ -864,16 +991,23 @@ def sweep_variants(profile: Profile) -> list[Variant]:
         # `run` gives each worker cores / workers threads unless OMP_NUM_THREADS is set, so
         # setting it to the core count shows the unsplit case for comparison.
         unsplit = {"OMP_NUM_THREADS": str(os.cpu_count() or 1)}
-        return [Variant("1 worker, loader=cpu, eager (naive)", NAIVE, cpu),
-                Variant("2 workers, loader=cpu, eager (`run` splits the cores)", NAIVE, two),
-                Variant(f"2 workers, OMP_NUM_THREADS={unsplit['OMP_NUM_THREADS']} each (no split)", NAIVE, two, unsplit)]
+        return [
+            Variant("1 worker, loader=cpu, eager (naive)", NAIVE, cpu),
+            Variant("2 workers, loader=cpu, eager (`run` splits the cores)", NAIVE, two),
+            Variant(f"2 workers, OMP_NUM_THREADS={unsplit['OMP_NUM_THREADS']} each (no split)", NAIVE, two, unsplit),
+        ]
     fast = {"data.loader": "device", "runtime.compile": "off", "runtime.cuda_graphs": True}
     k = profile.trials_per_gpu
     variants = {
-        "naive": Variant("1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []),
+        "naive": Variant(
+            "1 trial at a time, loader=cpu, eager (naive)", {**NAIVE, "data.num_workers": profile.num_workers}, []
+        ),
         "graphs": Variant("1 trial at a time, loader=device, cuda_graphs", fast, []),
-        "per-gpu": Variant(f"--devices 0 --trials-per-gpu {k}, loader=device, cuda_graphs", fast,
-                           ["--devices", "0", "--trials-per-gpu", str(k)]),
+        "per-gpu": Variant(
+            f"--devices 0 --trials-per-gpu {k}, loader=device, cuda_graphs",
+            fast,
+            ["--devices", "0", "--trials-per-gpu", str(k)],
+        ),
     }
     return [variants["naive"], *(variants[name] for name in profile.wall_variants if name != "naive")]
 
@@ -906,16 +1040,31 @@ def bench_wall(profile: Profile, report: Report, *, logs: Path) -> None:
     target = profile.sweep_trials
     for repeat in range(profile.repeats):
         for index, variant in enumerate(variants):
-            result = run_sweep_once(profile, variant, name=f"bench-wall-{index}", logs=logs, tag=f"{index}-{repeat}",
-                                    timeout=_wall_timeout(index, len(variants)), trials=target)
+            result = run_sweep_once(
+                profile,
+                variant,
+                name=f"bench-wall-{index}",
+                logs=logs,
+                tag=f"{index}-{repeat}",
+                timeout=_wall_timeout(index, len(variants)),
+                trials=target,
+            )
             if isinstance(result, str):
                 failure[index] = result
             else:
                 runs[index].append(result)
                 target = min(target, result.stats["finished"] or target) if index == 0 else target
             if repeat == profile.repeats - 1:
-                best = add_wall_rows(report, profile, variant, runs[index], baseline=baseline, failure=failure[index],
-                                     first=index == 0, asked=profile.sweep_trials if index == 0 else target)
+                best = add_wall_rows(
+                    report,
+                    profile,
+                    variant,
+                    runs[index],
+                    baseline=baseline,
+                    failure=failure[index],
+                    first=index == 0,
+                    asked=profile.sweep_trials if index == 0 else target,
+                )
                 baseline = best if index == 0 else baseline
 
 
@@ -929,8 +1078,15 @@ def _wall_timeout(index: int, count: int) -> float | None:
 
 
 def add_wall_rows(
-    report: Report, profile: Profile, variant: Variant, runs: Sequence[SweepRun], *,
-    baseline: SweepRun | None, failure: str, first: bool, asked: int,
+    report: Report,
+    profile: Profile,
+    variant: Variant,
+    runs: Sequence[SweepRun],
+    *,
+    baseline: SweepRun | None,
+    failure: str,
+    first: bool,
+    asked: int,
 ) -> SweepRun | None:
     """Wall s and trained epochs/s of the best run (``first``: the baseline's own); no wall ratio when trial counts differ."""
     if not runs:
@@ -947,20 +1103,46 @@ def add_wall_rows(
         trials = f"{asked} trials"
     setting = f"{variant.label}; {trials}"
     walls = ", ".join(f"{r.wall:.1f}" for r in runs)
-    states = f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed, {stats['epochs']} epochs"
+    states = (
+        f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed, {stats['epochs']} epochs"
+    )
     same = baseline is not None and baseline.stats["finished"] == stats["finished"]
     speedup = f"; {baseline.wall / best.wall:.2f}x faster" if same and baseline is not best else ""
     compare = "" if same or baseline is None else "; trial counts differ from the baseline's: compare trained epochs/s"
-    report.add(Row("sweep-wall", "wall s", setting, best.wall, "s", baseline=baseline.wall if same else None,
-                   note=f"best of [{walls}] s; {states}{speedup}{compare}; study in {best.where}"))
+    report.add(
+        Row(
+            "sweep-wall",
+            "wall s",
+            setting,
+            best.wall,
+            "s",
+            baseline=baseline.wall if same else None,
+            note=f"best of [{walls}] s; {states}{speedup}{compare}; study in {best.where}",
+        )
+    )
     base_rate = baseline.stats["epochs"] / baseline.wall if baseline is not None else None
-    report.add(Row("sweep-wall", "trained epochs/s", setting, stats["epochs"] / best.wall, "epochs/s", baseline=base_rate,
-                   note="epochs trained / wall: comparable even when pruning differs"))
+    report.add(
+        Row(
+            "sweep-wall",
+            "trained epochs/s",
+            setting,
+            stats["epochs"] / best.wall,
+            "epochs/s",
+            baseline=base_rate,
+            note="epochs trained / wall: comparable even when pruning differs",
+        )
+    )
     return best
 
 
 def run_sweep_once(
-    profile: Profile, variant: Variant, *, name: str, logs: Path, tag: str, timeout: float | None = None,
+    profile: Profile,
+    variant: Variant,
+    *,
+    name: str,
+    logs: Path,
+    tag: str,
+    timeout: float | None = None,
     trials: int | None = None,
 ) -> SweepRun | str:
     """One `hvit-sweep run` (as ``python -m hvit_sweeps``) in a fresh root; else why it gave nothing.
@@ -974,7 +1156,17 @@ def run_sweep_once(
     path = root / "study.toml"
     path.write_text(to_toml(make(profile, name, variant.fixed)))
     print(f"  sweep-wall {variant.label} ({tag}) ...", flush=True)
-    command = [sys.executable, "-m", "hvit_sweeps", "run", "--study", str(path), "--root", str(root / "store"), *variant.flags]
+    command = [
+        sys.executable,
+        "-m",
+        "hvit_sweeps",
+        "run",
+        "--study",
+        str(path),
+        "--root",
+        str(root / "store"),
+        *variant.flags,
+    ]
     command += ["--timeout", f"{timeout:.0f}"] if timeout is not None else []
     command += ["--trials", str(trials)] if trials is not None and trials < profile.sweep_trials else []
     log_path = logs / f"wall-{tag}.log"
@@ -1000,8 +1192,13 @@ def study_stats(store: Path, name: str) -> dict[str, int]:
 
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
-    trials = [t for t in trials if not t.user_attrs.get("hvit.surplus")]  # extra asks of parallel workers, failed at once
-    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    trials = [
+        t for t in trials if not t.user_attrs.get("hvit.surplus")
+    ]  # extra asks of parallel workers, failed at once
+    counts = {
+        state.name.lower(): sum(t.state == state for t in trials)
+        for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    }
     return {
         "complete": counts["complete"],
         "pruned": counts["pruned"],
@@ -1079,7 +1276,9 @@ def bench_tracking(profile: Profile, report: Report, *, logs: Path) -> None:
     print("  tracking-overhead: tracked sweep ...", flush=True)
     share = _box_share(TRACKING_SHARES[1])
     try:
-        trials = run_inprocess(path, root / "store", profile, timeout=None if share is None else share - time.monotonic())
+        trials = run_inprocess(
+            path, root / "store", profile, timeout=None if share is None else share - time.monotonic()
+        )
     finally:
         for restore in undo:
             restore()
@@ -1097,8 +1296,15 @@ def _box_share(fraction: float) -> float | None:
 def _gpu_tracking_study(profile: Profile, name: str, extra: dict[str, Any]) -> dict[str, Any]:
     study = cpu_sweep_study(profile, name, extra)
     study["max_epochs"] = profile.tracking_epochs
-    study["fixed"].update({"data.max_train_samples": profile.sweep_samples, "data.batch_size": profile.batch_size,
-                           "data.loader": "device", "runtime.amp": True, "runtime.cuda_graphs": True})
+    study["fixed"].update(
+        {
+            "data.max_train_samples": profile.sweep_samples,
+            "data.batch_size": profile.batch_size,
+            "data.loader": "device",
+            "runtime.amp": True,
+            "runtime.cuda_graphs": True,
+        }
+    )
     return study
 
 
@@ -1115,7 +1321,10 @@ def run_inprocess(
     hvit_console.console.quiet = True
     try:
         limit = [] if timeout is None else ["--timeout", f"{max(1.0, timeout):.0f}"]
-        app(["run", "--study", str(path), "--root", str(store), "--device", profile.device, *limit], standalone_mode=False)
+        app(
+            ["run", "--study", str(path), "--root", str(store), "--device", profile.device, *limit],
+            standalone_mode=False,
+        )
     finally:
         hvit_console.console.quiet = False
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(store / "optuna.journal")))
@@ -1144,7 +1353,7 @@ def direct_durations(
     grid = spec.grid_space() or {}
     durations = {}
     for values in itertools.product(*grid.values()):
-        params = dict(zip(grid, values))
+        params = dict(zip(grid, values, strict=False))
         if (only is not None and _key(params) not in only) or (until is not None and time.monotonic() >= until):
             continue
         overrides = spec.suggest(optuna.trial.FixedTrial(params))
@@ -1165,8 +1374,16 @@ def add_tracking_rows(
 ) -> None:
     done = [t for t in trials if t.duration is not None and _key(t.params) in first and _key(t.params) in second]
     if not done:
-        report.add(Row("tracking-overhead", "trial time s (tracked)", "in-process `run` vs the same configs through train()",
-                       None, "s", note="no trial was measured in all three parts (time box?)"))
+        report.add(
+            Row(
+                "tracking-overhead",
+                "trial time s (tracked)",
+                "in-process `run` vs the same configs through train()",
+                None,
+                "s",
+                note="no trial was measured in all three parts (time box?)",
+            )
+        )
         return
     tracked = {t.number: t.duration.total_seconds() for t in done}
     direct = {t.number: (first[_key(t.params)] + second[_key(t.params)]) / 2 for t in done}
@@ -1177,15 +1394,41 @@ def add_tracking_rows(
     mlflow_s = sum(by_method.values())
     top = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in list(by_method.items())[:4])
     setting = f"{len(done)} trials, in-process `run` vs the same configs through train()"
-    report.add(Row("tracking-overhead", "trial time s (tracked)", setting, sum(tracked.values()), "s",
-                   baseline=sum(direct.values()),
-                   note=f"baseline: mean of 2 direct passes (sums differ by {noise:.1%}); per trial: "
-                        f"{', '.join(f'{tracked[n]:.2f}' for n in sorted(tracked))} s tracked; includes Optuna storage and checkpoint upload"))
-    report.add(Row("tracking-overhead", "per-trial extra s (median)", setting, extra, "s",
-                   baseline=statistics.median(direct.values()), note="median over trials of tracked minus direct; baseline: median direct trial"))
-    report.add(Row("tracking-overhead", "time in MLflow calls", setting, mlflow_s, "s", baseline=sum(tracked.values()),
-                   note=f"outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of "
-                        f"trial time; {mlflow_s / max(1, len(done)):.2f}s per trial; largest: {top}"))
+    report.add(
+        Row(
+            "tracking-overhead",
+            "trial time s (tracked)",
+            setting,
+            sum(tracked.values()),
+            "s",
+            baseline=sum(direct.values()),
+            note=f"baseline: mean of 2 direct passes (sums differ by {noise:.1%}); per trial: "
+            f"{', '.join(f'{tracked[n]:.2f}' for n in sorted(tracked))} s tracked; includes Optuna storage and checkpoint upload",
+        )
+    )
+    report.add(
+        Row(
+            "tracking-overhead",
+            "per-trial extra s (median)",
+            setting,
+            extra,
+            "s",
+            baseline=statistics.median(direct.values()),
+            note="median over trials of tracked minus direct; baseline: median direct trial",
+        )
+    )
+    report.add(
+        Row(
+            "tracking-overhead",
+            "time in MLflow calls",
+            setting,
+            mlflow_s,
+            "s",
+            baseline=sum(tracked.values()),
+            note=f"outermost Tracker/MlflowClient calls on the main thread within trial windows; ratio = share of "
+            f"trial time; {mlflow_s / max(1, len(done)):.2f}s per trial; largest: {top}",
+        )
+    )
 
 
 # -- section: sweep-headline --------------------------------------------------------------
@@ -1205,8 +1448,11 @@ def headline_variants(profile: Profile) -> tuple[Variant, Variant, str]:
     ``--trials-per-gpu auto`` chooses it, passed explicitly so that this bench also runs
     on a package whose `run` does not take "auto" yet.
     """
-    naive = Variant("1 trial at a time, fp32, loader=cpu, eager (naive)",
-                    {**NAIVE, "runtime.amp": False, "data.num_workers": profile.num_workers}, [])
+    naive = Variant(
+        "1 trial at a time, fp32, loader=cpu, eager (naive)",
+        {**NAIVE, "runtime.amp": False, "data.num_workers": profile.num_workers},
+        [],
+    )
     if profile.device != "cuda":
         k = profile.trials_per_gpu
         return Variant(f"defaults, `run --workers {k}` (CPU: no GPU to pack)", {}, ["--workers", str(k)]), naive, "cpu"
@@ -1215,8 +1461,11 @@ def headline_variants(profile: Profile) -> tuple[Variant, Variant, str]:
 
     spec = StudySpec.model_validate(gpu_sweep_study(profile, "bench-headline", {}))
     packing = choose_trials_per_gpu(study_trial_bytes(spec, {"runtime.device": "cuda"}), probe_card(["0"]))
-    fast = Variant(f"defaults (bf16, loader=device, CUDA graphs: auto), --devices 0 --trials-per-gpu {packing.k}",
-                   {}, ["--devices", "0", "--trials-per-gpu", str(packing.k)])
+    fast = Variant(
+        f"defaults (bf16, loader=device, CUDA graphs: auto), --devices 0 --trials-per-gpu {packing.k}",
+        {},
+        ["--devices", "0", "--trials-per-gpu", str(packing.k)],
+    )
     return fast, naive, packing.reason
 
 
@@ -1235,20 +1484,34 @@ def bench_headline(profile: Profile, report: Report, *, logs: Path) -> None:
     got = run_sweep_once(profile, fast, name="bench-headline", logs=logs, tag="headline-fast", timeout=fast_timeout)
     left = BOX.left()
     naive_timeout = profile.headline_naive_s - NAIVE_FINISH_S if left is None else left - NAIVE_FINISH_S
-    base = run_sweep_once(profile, naive, name="bench-headline", logs=logs, tag="headline-naive",
-                          timeout=max(1.0, naive_timeout))
+    base = run_sweep_once(
+        profile, naive, name="bench-headline", logs=logs, tag="headline-naive", timeout=max(1.0, naive_timeout)
+    )
     add_headline_rows(report, profile, fast=(fast, got), naive=(naive, base), why=why)
 
 
 def add_headline_rows(
-    report: Report, profile: Profile, *, fast: tuple[Variant, SweepRun | str], naive: tuple[Variant, SweepRun | str], why: str
+    report: Report,
+    profile: Profile,
+    *,
+    fast: tuple[Variant, SweepRun | str],
+    naive: tuple[Variant, SweepRun | str],
+    why: str,
 ) -> None:
     (fast_variant, got), (naive_variant, base) = fast, naive
     section, asked = "sweep-headline", profile.sweep_trials
     rate = base.stats["epochs"] / base.wall if isinstance(base, SweepRun) and base.wall > 0 else None
     if isinstance(base, SweepRun):
-        report.add(Row(section, "trained epochs/s", f"{naive_variant.label}; `run --timeout`", rate, "epochs/s",
-                       note=f"{_states(base)} in {base.wall:.1f} s; the baseline's rate (per-trial costs included)"))
+        report.add(
+            Row(
+                section,
+                "trained epochs/s",
+                f"{naive_variant.label}; `run --timeout`",
+                rate,
+                "epochs/s",
+                note=f"{_states(base)} in {base.wall:.1f} s; the baseline's rate (per-trial costs included)",
+            )
+        )
     else:
         report.add(Row(section, "trained epochs/s", naive_variant.label, None, "epochs/s", note=base))
     if not isinstance(got, SweepRun):
@@ -1257,20 +1520,44 @@ def add_headline_rows(
     setting = f"{fast_variant.label}; {got.stats['finished']} of {asked} trials"
     projected = got.stats["epochs"] / rate if rate else None
     short = got.stats["finished"] < asked
-    cut = (f"; cut by `run --timeout` at {got.stats['finished']} trials: {asked} would take about "
-           f"{got.wall * asked / max(1, got.stats['finished']):.0f} s at this pace" if short else "")
-    report.add(Row(section, "wall s", setting, got.wall, "s", baseline=projected,
-                   note=f"{_states(got)}{cut}; target < 600 s for 50 trials; baseline: the naive rate over the same "
-                        f"{got.stats['epochs']} epochs (projected, see the rate row); {why}; study in {got.where}"))
+    cut = (
+        f"; cut by `run --timeout` at {got.stats['finished']} trials: {asked} would take about "
+        f"{got.wall * asked / max(1, got.stats['finished']):.0f} s at this pace"
+        if short
+        else ""
+    )
+    report.add(
+        Row(
+            section,
+            "wall s",
+            setting,
+            got.wall,
+            "s",
+            baseline=projected,
+            note=f"{_states(got)}{cut}; target < 600 s for 50 trials; baseline: the naive rate over the same "
+            f"{got.stats['epochs']} epochs (projected, see the rate row); {why}; study in {got.where}",
+        )
+    )
     fast_rate = got.stats["epochs"] / got.wall
-    report.add(Row(section, "trained epochs/s", setting, fast_rate, "epochs/s", baseline=rate,
-                   note="ratio = speed-up over the naive baseline; target >= 4"))
+    report.add(
+        Row(
+            section,
+            "trained epochs/s",
+            setting,
+            fast_rate,
+            "epochs/s",
+            baseline=rate,
+            note="ratio = speed-up over the naive baseline; target >= 4",
+        )
+    )
 
 
 def _states(run: SweepRun) -> str:
     stats = run.stats
-    return (f"{stats['finished']} trials ({stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed), "
-            f"{stats['epochs']} epochs")
+    return (
+        f"{stats['finished']} trials ({stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed), "
+        f"{stats['epochs']} epochs"
+    )
 
 
 # -- section: trial-timeline ---------------------------------------------------------------
@@ -1297,9 +1584,13 @@ def timeline_study(profile: Profile, trials: int) -> dict[str, Any]:
     study.update(description="bench: one trial's timeline", trials=trials, max_epochs=profile.timeline_epochs)
     study.pop("stages", None)
     study["space"] = {"optim.lr": {"type": "categorical", "choices": [1e-3 * (i + 1) for i in range(trials)]}}
-    study["fixed"] = {"data.dataset": "synthetic", **_caps(profile.sweep_samples, "data.max_train_samples"),
-                      **_caps(profile.eval_samples, "data.max_eval_samples"), "data.batch_size": profile.batch_size,
-                      **size}
+    study["fixed"] = {
+        "data.dataset": "synthetic",
+        **_caps(profile.sweep_samples, "data.max_train_samples"),
+        **_caps(profile.eval_samples, "data.max_eval_samples"),
+        "data.batch_size": profile.batch_size,
+        **size,
+    }
     return study
 
 
@@ -1360,7 +1651,7 @@ def trial_phases(trace: TrialTrace, mlflow_s: float) -> dict[str, float]:
     starts = [trace.train_called, *ends[:-1]]
     # Epoch e+1 starts at epoch e's clock mark, so it also holds the objective's per-epoch
     # reporting (Optuna, MLflow metrics): counted in "of which MLflow calls" as well.
-    epoch_steps = sum(last - start for start, last in zip(starts, last_steps))
+    epoch_steps = sum(last - start for start, last in zip(starts, last_steps, strict=False))
     setup = steps[0] - trace.train_called - step_s
     warmup = max(0.0, steps[warm - 1] - steps[0] - (warm - 1) * step_s)
     # train() announces "building model" after its loaders are made (data on the device).
@@ -1371,7 +1662,9 @@ def trial_phases(trace: TrialTrace, mlflow_s: float) -> dict[str, float]:
         "model build, optimizer, to the first step": setup - (built - trace.train_called),
         "first steps' warm-up (CUDA-graph capture on CUDA)": warmup,
         "training steps (steady)": epoch_steps - setup - warmup,
-        "per-epoch eval (val pass, loss sync, best-weights copy)": sum(e - last for e, last in zip(ends, last_steps)),
+        "per-epoch eval (val pass, loss sync, best-weights copy)": sum(
+            e - last for e, last in zip(ends, last_steps, strict=False)
+        ),
         "end of train() (best checkpoint written, best weights loaded)": trace.train_returned - ends[-1],
         "trial finish (final metrics, checkpoint upload, end run)": trace.left - trace.train_returned,
         "of which MLflow calls (whole trial)": mlflow_s,
@@ -1404,8 +1697,12 @@ def startup_costs(profile: Profile) -> dict[str, float]:
     build_model(config.model).to(device)
     _sync(torch, device)
     marks.append(time.perf_counter())
-    return {"worker start (fresh interpreter, imports)": imports, "dataset load (once per worker)": marks[1] - marks[0],
-            "data to device (make_loaders)": marks[2] - marks[1], "model build and to device": marks[3] - marks[2]}
+    return {
+        "worker start (fresh interpreter, imports)": imports,
+        "dataset load (once per worker)": marks[1] - marks[0],
+        "data to device (make_loaders)": marks[2] - marks[1],
+        "model build and to device": marks[3] - marks[2],
+    }
 
 
 def _sync(torch: Any, device: Any) -> None:
@@ -1436,10 +1733,13 @@ def _dt(stamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(stamp)
 
 
-def add_timeline_rows(report: Report, profile: Profile, startup: dict[str, float], per_trial: list[dict[str, float]]) -> None:
+def add_timeline_rows(
+    report: Report, profile: Profile, startup: dict[str, float], per_trial: list[dict[str, float]]
+) -> None:
     """A row per phase: the median over trials (a trial after the first, when there is one: warm caches)."""
-    setting = (f"{profile.timeline_size} model, {profile.timeline_epochs} epochs, defaults on {profile.device}; "
-               + (f"median of trials 2-{len(per_trial)}" if len(per_trial) > 2 else "trial 2" if per_trial[1:] else "trial 1"))
+    setting = f"{profile.timeline_size} model, {profile.timeline_epochs} epochs, defaults on {profile.device}; " + (
+        f"median of trials 2-{len(per_trial)}" if len(per_trial) > 2 else "trial 2" if per_trial[1:] else "trial 1"
+    )
     later = per_trial[1:] or per_trial
     wall = statistics.median(p["trial wall"] for p in later)
     for name, seconds in startup.items():
@@ -1447,13 +1747,33 @@ def add_timeline_rows(report: Report, profile: Profile, startup: dict[str, float
     for name in later[0]:
         value = statistics.median(p[name] for p in later)
         base = None if name == "trial wall" else wall
-        report.add(Row("trial-timeline", name, setting, value, "s", baseline=base,
-                       note="ratio = share of the trial's wall time" if base else
-                            f"per trial: {', '.join(f'{p[name]:.2f}' for p in per_trial)} s"))
-    epochs = statistics.median(p["training steps (steady)"] + p["per-epoch eval (val pass, loss sync, best-weights copy)"]
-                               for p in later)
-    report.add(Row("trial-timeline", "beyond its epochs", setting, wall - epochs, "s", baseline=wall,
-                   note="trial wall minus steady steps and evals; target on H100/H200: <= 1.5 s"))
+        report.add(
+            Row(
+                "trial-timeline",
+                name,
+                setting,
+                value,
+                "s",
+                baseline=base,
+                note="ratio = share of the trial's wall time"
+                if base
+                else f"per trial: {', '.join(f'{p[name]:.2f}' for p in per_trial)} s",
+            )
+        )
+    epochs = statistics.median(
+        p["training steps (steady)"] + p["per-epoch eval (val pass, loss sync, best-weights copy)"] for p in later
+    )
+    report.add(
+        Row(
+            "trial-timeline",
+            "beyond its epochs",
+            setting,
+            wall - epochs,
+            "s",
+            baseline=wall,
+            note="trial wall minus steady steps and evals; target on H100/H200: <= 1.5 s",
+        )
+    )
 
 
 # -- output -----------------------------------------------------------------------------
@@ -1463,15 +1783,24 @@ def print_table(report: Report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"hvit-sweep benchmarks, profile {report.meta['profile']}, {report.meta['device']}, {report.meta['date']}")
+    table = Table(
+        title=f"hvit-sweep benchmarks, profile {report.meta['profile']}, {report.meta['device']}, {report.meta['date']}"
+    )
     for column in ("section", "name", "setting", "value", "baseline", "ratio", "note"):
         table.add_column(column, justify="right" if column in ("value", "baseline", "ratio") else "left")
     skipped = [row for row in report.rows if row.name == "skipped"]
     for row in report.rows:
         if row.name == "skipped":
             continue
-        table.add_row(row.section, row.name, row.setting, _fmt(row.value), _fmt(row.baseline),
-                      "" if row.ratio is None else f"{row.ratio:.3f}", row.note)
+        table.add_row(
+            row.section,
+            row.name,
+            row.setting,
+            _fmt(row.value),
+            _fmt(row.baseline),
+            "" if row.ratio is None else f"{row.ratio:.3f}",
+            row.note,
+        )
     console = Console(width=220)
     console.print(table)
     reasons: dict[str, list[str]] = {}
@@ -1496,17 +1825,26 @@ def markdown(paths: Sequence[Path]) -> str:
     runs = [json.loads(path.read_text()) for path in paths]
     out = []
     if len(runs) > 1:
-        seen = dict.fromkeys(f"{m['device']}, {m['date']}, torch {m['torch']}, profile {m['profile']}" for m in (r["meta"] for r in runs))
+        seen = dict.fromkeys(
+            f"{m['device']}, {m['date']}, torch {m['torch']}, profile {m['profile']}" for m in (r["meta"] for r in runs)
+        )
         out += [f"Measured on: {line}." for line in seen] + [""]
     all_rows = [row for run in runs for row in run["rows"]]
     for section in SECTIONS:
         rows = [r for r in all_rows if r["section"] == section and r["name"] != "skipped"]
         if not rows:
             continue
-        out += [f"#### {section}", "", "| name | setting | value | baseline | ratio | load | note |", "|---|---|---:|---:|---:|---:|---|"]
+        out += [
+            f"#### {section}",
+            "",
+            "| name | setting | value | baseline | ratio | load | note |",
+            "|---|---|---:|---:|---:|---:|---|",
+        ]
         for r in rows:
             ratio = "" if r["ratio"] is None else f"{r['ratio']:.3f}"
-            out.append(f"| {r['name']} | {r['setting']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | {ratio} | {r['load']} | {r['note']} |")
+            out.append(
+                f"| {r['name']} | {r['setting']} | {_fmt(r['value'])} | {_fmt(r['baseline'])} | {ratio} | {r['load']} | {r['note']} |"
+            )
         skipped: dict[str, int] = {}
         for r in all_rows:
             if r["section"] == section and r["name"] == "skipped":
@@ -1538,20 +1876,39 @@ def meta(profile: Profile, args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--profile", choices=sorted(PROFILES), default="cpu", help="cpu: tiny sizes; gpu: the issue's sizes; gpu-quick: what fits one ~8-minute device "
-                        "command (gpu_all.py); gpu-dry: gpu-quick's plan on the CPU with tiny sizes")
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="cpu",
+        help="cpu: tiny sizes; gpu: the issue's sizes; gpu-quick: what fits one ~8-minute device "
+        "command (gpu_all.py); gpu-dry: gpu-quick's plan on the CPU with tiny sizes",
+    )
     parser.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     parser.add_argument("--out", type=Path, help="JSON path [default: benchmarks/out/bench-<host>-<date>.json]")
     parser.add_argument("--full", action="store_true", help="train: run every combination, skipping nothing")
-    parser.add_argument("--sweep-trials", type=int, help="gpu sweep-wall: trials per variant [default: 16]; the cpu grid has 6")
+    parser.add_argument(
+        "--sweep-trials", type=int, help="gpu sweep-wall: trials per variant [default: 16]; the cpu grid has 6"
+    )
     parser.add_argument("--repeats", type=int, help="runs per measurement; the best is kept [default: 1]")
-    parser.add_argument("--cases", type=parse_cases, metavar="S/P/L/M,...",
-                        help="train: only these cases, in this order, e.g. small/bf16/device/eager,small/bf16/device/cuda_graphs")
-    parser.add_argument("--k", type=_int_list, metavar="1,2,4,8", help="sweep-throughput: the concurrent process counts")
-    parser.add_argument("--time-box", type=float, metavar="SECONDS",
-                        help="start no measurement after this many seconds, and stop one in progress; rows so far are kept")
+    parser.add_argument(
+        "--cases",
+        type=parse_cases,
+        metavar="S/P/L/M,...",
+        help="train: only these cases, in this order, e.g. small/bf16/device/eager,small/bf16/device/cuda_graphs",
+    )
+    parser.add_argument(
+        "--k", type=_int_list, metavar="1,2,4,8", help="sweep-throughput: the concurrent process counts"
+    )
+    parser.add_argument(
+        "--time-box",
+        type=float,
+        metavar="SECONDS",
+        help="start no measurement after this many seconds, and stop one in progress; rows so far are kept",
+    )
     parser.add_argument("--logs", type=Path, help="worker logs and study files [default: benchmarks/out/logs-<time>]")
-    parser.add_argument("--markdown", type=Path, nargs="+", metavar="JSON", help="print saved JSONs as Markdown tables and exit")
+    parser.add_argument(
+        "--markdown", type=Path, nargs="+", metavar="JSON", help="print saved JSONs as Markdown tables and exit"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -91,7 +91,18 @@ FASHION_ARGS = {
     # The issue's reference run: 91.0% test with CUDA graphs, batch 512, lr 2e-3, 40 epochs.
     False: ["--epochs", "40", "--batch-size", "512", "--lr", "2e-3"],
     # Plumbing only: the carried files read, trained, evaluated and saved.
-    True: ["--epochs", "1", "--batch-size", "64", "--lr", "2e-3", "--max-train-samples", "500", "--max-eval-samples", "200"],
+    True: [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "64",
+        "--lr",
+        "2e-3",
+        "--max-train-samples",
+        "500",
+        "--max-eval-samples",
+        "200",
+    ],
 }
 QUICK_PLAN = (
     Step("parity", 35, script="parity"),
@@ -153,7 +164,7 @@ class Driver:
     def box_for(self, index: int) -> float:
         """This step's plan plus whatever the steps before it left unused, within the deadline."""
         left = self.deadline - time.monotonic()
-        later = sum(step.planned_s for step in self.plan[index + 1:])
+        later = sum(step.planned_s for step in self.plan[index + 1 :])
         return max(0.0, min(left, max(self.plan[index].planned_s, left - later)))
 
 
@@ -208,8 +219,9 @@ def run_boxed(driver: Driver, command: Sequence[str], *, box: float) -> tuple[in
     driver.log.write(f"$ {' '.join(command)}\n")
     driver.log.flush()
     # Its own process group (not session: the device tool ends what a command leaves only in its session).
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               bufsize=1, process_group=0)
+    process = subprocess.Popen(
+        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, process_group=0
+    )
     captured: list[str] = []
 
     def pump() -> None:
@@ -250,9 +262,13 @@ def card(driver: Driver, *, wheels: Path | None) -> bool:
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
         "loadavg": os.getloadavg(),
-        "nvidia_smi": _text([
-            "nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit,pstate",
-            "--format=csv"]),
+        "nvidia_smi": _text(
+            [
+                "nvidia-smi",
+                "--query-gpu=name,memory.total,driver_version,clocks.max.sm,power.limit,pstate",
+                "--format=csv",
+            ]
+        ),
         "nvidia_smi_full": _text(["nvidia-smi"]),
     }
     code, output = _python(_PROBE)
@@ -260,7 +276,9 @@ def card(driver: Driver, *, wheels: Path | None) -> bool:
     if wheels is not None and wheels.is_dir():
         record["card"]["wheels"] = _python(None, [str(CHECK_WHEELS), str(wheels), "--installed"])[1][-6000:]
     driver.save()
-    driver.say(f"card: {json.dumps({k: record['card']['python'].get(k) for k in ('device', 'torch', 'cuda', 'python')})}")
+    driver.say(
+        f"card: {json.dumps({k: record['card']['python'].get(k) for k in ('device', 'torch', 'cuda', 'python')})}"
+    )
     ok = code == 0 and record["card"]["python"].get("imports") == "ok"
     if not ok:
         driver.say(f"the project does not import here, nothing else is run:\n{output[-3000:]}")
@@ -304,8 +322,20 @@ def step_command(driver: Driver, step: Step, target: Path, box: float) -> list[s
     if step.script == "fashion":
         data = ["--data-dir", str(driver.fashion_dir)] if driver.fashion_dir else []
         return [sys.executable, str(FASHION), "train", *FASHION_ARGS[driver.dry], *data, "--json", str(target)]
-    return [sys.executable, str(BENCH), "--profile", driver.profile, "--only", str(step.section), "--out", str(target),
-            "--logs", str(driver.logs / step.name), "--time-box", f"{bench_box(box):.0f}"]
+    return [
+        sys.executable,
+        str(BENCH),
+        "--profile",
+        driver.profile,
+        "--only",
+        str(step.section),
+        "--out",
+        str(target),
+        "--logs",
+        str(driver.logs / step.name),
+        "--time-box",
+        f"{bench_box(box):.0f}",
+    ]
 
 
 def run_step(driver: Driver, index: int, *, dry: bool) -> StepResult:
@@ -329,10 +359,19 @@ def run_step(driver: Driver, index: int, *, dry: bool) -> StepResult:
     parsed = None
     if step.script == "parity":
         parsed = _last_json(output)
-        write_json(target, {"rc": result.rc, "seconds": result.seconds, "result": parsed,
-                            "output": None if parsed else output[-4000:]})
+        write_json(
+            target,
+            {
+                "rc": result.rc,
+                "seconds": result.seconds,
+                "result": parsed,
+                "output": None if parsed else output[-4000:],
+            },
+        )
     result.file = target.name if target.exists() else None
-    result.status = _status(result.rc, hit, saved=target.exists(), parity=parsed if step.script == "parity" else False, dry=dry)
+    result.status = _status(
+        result.rc, hit, saved=target.exists(), parity=parsed if step.script == "parity" else False, dry=dry
+    )
     result.status += _fashion_status(target) if step.script == "fashion" and result.rc == 0 else ""
     cut = _rows_cut(target) if step.section else 0
     result.status += f"; {cut} measurement(s) cut by the time box" if cut else ""
@@ -442,11 +481,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="results folder (the device tool's $OUT)")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the same plan on the CPU, tiny sizes")
-    parser.add_argument("--plan", choices=sorted(PLANS), default="headline", help="headline (issue 11) or quick (the earlier plan)")
-    parser.add_argument("--fashion-dir", type=Path, help="Fashion-MNIST in torchvision's layout (run_all.sh unpacks the carried .fmnist/ there)")
+    parser.add_argument(
+        "--plan", choices=sorted(PLANS), default="headline", help="headline (issue 11) or quick (the earlier plan)"
+    )
+    parser.add_argument(
+        "--fashion-dir",
+        type=Path,
+        help="Fashion-MNIST in torchvision's layout (run_all.sh unpacks the carried .fmnist/ there)",
+    )
     parser.add_argument("--budget", type=float, help="seconds for the whole run [default: the plan's sum plus 20]")
-    parser.add_argument("--steps", help="only these steps, comma-separated (headline: sweep,fashion,throughput,timeline; "
-                        "quick: parity,train,throughput,wall,tracking)")
+    parser.add_argument(
+        "--steps",
+        help="only these steps, comma-separated (headline: sweep,fashion,throughput,timeline; "
+        "quick: parity,train,throughput,wall,tracking)",
+    )
     parser.add_argument("--box", action="append", default=[], metavar="STEP=SECONDS", help="a step's planned time box")
     parser.add_argument("--wheels", type=Path, help="the carried wheels, checked against what is installed (card)")
     return parser.parse_args(argv)
@@ -473,12 +521,27 @@ def main(argv: Sequence[str]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with (args.out / "run.log").open("a") as log:
-        driver = Driver(out=args.out, logs=logs, profile=PLANS[args.plan][2][args.cpu_dry_run], plan=plan,
-                        deadline=time.monotonic() + budget - RESERVE_S / 2, log=log, dry=args.cpu_dry_run,
-                        fashion_dir=args.fashion_dir)
-        driver.record.update(mode="cpu dry run" if args.cpu_dry_run else "gpu", profile=driver.profile, budget_s=budget,
-                             plan=[asdict(step) for step in plan], logs=str(logs), command=" ".join(sys.argv))
-        driver.say(f"budget {budget:.0f} s, profile {driver.profile}, steps {', '.join(s.name for s in plan)}; out {args.out}")
+        driver = Driver(
+            out=args.out,
+            logs=logs,
+            profile=PLANS[args.plan][2][args.cpu_dry_run],
+            plan=plan,
+            deadline=time.monotonic() + budget - RESERVE_S / 2,
+            log=log,
+            dry=args.cpu_dry_run,
+            fashion_dir=args.fashion_dir,
+        )
+        driver.record.update(
+            mode="cpu dry run" if args.cpu_dry_run else "gpu",
+            profile=driver.profile,
+            budget_s=budget,
+            plan=[asdict(step) for step in plan],
+            logs=str(logs),
+            command=" ".join(sys.argv),
+        )
+        driver.say(
+            f"budget {budget:.0f} s, profile {driver.profile}, steps {', '.join(s.name for s in plan)}; out {args.out}"
+        )
         code = 0
         try:
             if not card(driver, wheels=args.wheels):

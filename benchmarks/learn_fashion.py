@@ -88,17 +88,24 @@ def epoch_printer() -> Any:
 
         def on_epoch_end(self, report: EpochReport) -> str | None:
             m = report.metrics
-            print(f"epoch {report.epoch}/{report.epochs}: train_loss {m['train_loss']:.4f} val_acc1 {m['val_acc1']:.4f} "
-                  f"{m['images_per_second']:.0f} img/s, {m['epoch_seconds']:.1f}s (elapsed {time.perf_counter() - self.start:.0f}s)",
-                  flush=True)
+            print(
+                f"epoch {report.epoch}/{report.epochs}: train_loss {m['train_loss']:.4f} val_acc1 {m['val_acc1']:.4f} "
+                f"{m['images_per_second']:.0f} img/s, {m['epoch_seconds']:.1f}s (elapsed {time.perf_counter() - self.start:.0f}s)",
+                flush=True,
+            )
             return None
 
     return Printer()
 
 
 def train_default(
-    *, epochs: int, max_train_samples: int | None, loader: str, name: str = "fashion-train",
-    extra: dict[str, Any] | None = None, json_path: Path | None = None,
+    *,
+    epochs: int,
+    max_train_samples: int | None,
+    loader: str,
+    name: str = "fashion-train",
+    extra: dict[str, Any] | None = None,
+    json_path: Path | None = None,
 ) -> dict[str, Any]:
     """The default model through train(); ``extra``: more config paths (batch size, lr, data dir, eval cap).
 
@@ -107,8 +114,15 @@ def train_default(
     from hvit_sweeps.config import build_config, flatten_config
     from hvit_sweeps.train import train
 
-    layer = {"data.dataset": "fashion-mnist", "data.loader": loader, "data.max_train_samples": max_train_samples,
-             "epochs": epochs, "evaluate_test": True, **runtime_layer(), **(extra or {})}
+    layer = {
+        "data.dataset": "fashion-mnist",
+        "data.loader": loader,
+        "data.max_train_samples": max_train_samples,
+        "epochs": epochs,
+        "evaluate_test": True,
+        **runtime_layer(),
+        **(extra or {}),
+    }
     config = build_config(layer, source="learn_fashion")
     start = time.perf_counter()
     result = train(config, callbacks=[epoch_printer()])
@@ -132,8 +146,11 @@ def train_default(
     save(name, record)
     if json_path is not None:
         json_path.write_text(json.dumps(record, indent=2, default=str))
-    print(f"test acc1 {result.test_metrics.get('test_acc1', float('nan')):.4f} after {result.epochs_run} epochs "
-          f"(best epoch {result.best_epoch}), {wall:.0f}s wall, sizes {result.dataset_sizes}", flush=True)
+    print(
+        f"test acc1 {result.test_metrics.get('test_acc1', float('nan')):.4f} after {result.epochs_run} epochs "
+        f"(best epoch {result.best_epoch}), {wall:.0f}s wall, sizes {result.dataset_sizes}",
+        flush=True,
+    )
     return record
 
 
@@ -143,8 +160,12 @@ def train_default(
 def fashion_study(*, trials: int, max_epochs: int, max_train_samples: int) -> dict[str, Any]:
     """smoke.toml on fashion-mnist with a bigger budget: wider models, more data, more epochs."""
     study = copy.deepcopy(tomllib.loads((REPO / "studies" / "smoke.toml").read_text()))
-    study.update(name="fashion-sweep", description="smoke study on real Fashion-MNIST, bigger budget",
-                 trials=trials, max_epochs=max_epochs)
+    study.update(
+        name="fashion-sweep",
+        description="smoke study on real Fashion-MNIST, bigger budget",
+        trials=trials,
+        max_epochs=max_epochs,
+    )
     study["sampler"] = {"type": "tpe", "seed": 0, "n_startup_trials": 4}
     study["pruner"] = {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2}
     study["fixed"] = {
@@ -174,7 +195,9 @@ def hvit(*args: str, log: Path) -> float:
     with log.open("a") as handle:
         handle.write(f"$ hvit-sweep {' '.join(args)}\n")
         handle.flush()
-        subprocess.run([sys.executable, "-m", "hvit_sweeps", *args], cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True)
+        subprocess.run(
+            [sys.executable, "-m", "hvit_sweeps", *args], cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True
+        )
     return time.perf_counter() - start
 
 
@@ -183,7 +206,9 @@ def sweep(*, trials: int, max_epochs: int, max_train_samples: int) -> dict[str, 
     work = OUT_DIR / f"fashion-sweep-{stamp}"
     work.mkdir(parents=True)
     study_path = work / "fashion-sweep.toml"
-    study_path.write_text(to_toml(fashion_study(trials=trials, max_epochs=max_epochs, max_train_samples=max_train_samples)))
+    study_path.write_text(
+        to_toml(fashion_study(trials=trials, max_epochs=max_epochs, max_train_samples=max_train_samples))
+    )
     log = work / "commands.log"
     root = work / "store"
     device = ["--device", "cpu"] if runtime_layer() else []
@@ -192,11 +217,19 @@ def sweep(*, trials: int, max_epochs: int, max_train_samples: int) -> dict[str, 
     export = work / "best"
     hvit("best", "--study", str(study_path), "--root", str(root), "--export", str(export), log=log)
     hvit("eval", "--checkpoint", str(export / "best.pth"), "--split", "test", *device, log=log)
-    record = {"machine": machine(), "study_file": str(study_path), "study": fashion_study(trials=trials, max_epochs=max_epochs,
-              max_train_samples=max_train_samples), "wall_seconds": wall, **study_summary(study_path, root),
-              "best_test": evaluate_export(export / "best.pth"), "log": str(log)}
+    record = {
+        "machine": machine(),
+        "study_file": str(study_path),
+        "study": fashion_study(trials=trials, max_epochs=max_epochs, max_train_samples=max_train_samples),
+        "wall_seconds": wall,
+        **study_summary(study_path, root),
+        "best_test": evaluate_export(export / "best.pth"),
+        "log": str(log),
+    }
     save("fashion-sweep", record)
-    print(json.dumps({k: v for k, v in record.items() if k not in ("study", "trials")}, indent=2, default=str), flush=True)
+    print(
+        json.dumps({k: v for k, v in record.items() if k not in ("study", "trials")}, indent=2, default=str), flush=True
+    )
     return record
 
 
@@ -211,10 +244,18 @@ def study_summary(study_path: Path, root: Path) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # A pruned trial's figure is its best reported val_acc1 before it was stopped.
     reached = [max(t.intermediate_values.values()) for t in trials if t.intermediate_values]
-    rows = [{"number": t.number, "state": t.state.name, "params": t.params, "epochs": len(t.intermediate_values),
-             "best_val_acc1": max(t.intermediate_values.values()) if t.intermediate_values else None,
-             "value": t.value if t.state == TrialState.COMPLETE else None,
-             "seconds": t.duration.total_seconds() if t.duration else None} for t in trials]
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "params": t.params,
+            "epochs": len(t.intermediate_values),
+            "best_val_acc1": max(t.intermediate_values.values()) if t.intermediate_values else None,
+            "value": t.value if t.state == TrialState.COMPLETE else None,
+            "seconds": t.duration.total_seconds() if t.duration else None,
+        }
+        for t in trials
+    ]
     return {
         "trials": rows,
         "complete": len(complete),
@@ -238,8 +279,12 @@ def evaluate_export(checkpoint: Path) -> dict[str, Any]:
     saved = load_checkpoint(checkpoint)
     overrides = {"runtime.device": "cpu"} if runtime_layer() else {}
     results, data = evaluate_checkpoint(saved, overrides=overrides, splits=("val", "test"))
-    return {"sizes": data.sizes, "fingerprint": data.fingerprint, **{k: v for k, v in results.items()},
-            "config": saved.config.model_dump(mode="json")}
+    return {
+        "sizes": data.sizes,
+        "fingerprint": data.fingerprint,
+        **{k: v for k, v in results.items()},
+        "config": saved.config.model_dump(mode="json"),
+    }
 
 
 # -- probe ------------------------------------------------------------------------------
@@ -251,8 +296,11 @@ def probe(*, samples: int) -> None:
         record = train_default(epochs=2, max_train_samples=samples, loader=loader, name=f"fashion-probe-{loader}")
         steady = record["history"][-1]
         full_epoch = 54_000 / steady["images_per_second"]
-        print(f"probe loader={loader}: {steady['images_per_second']:.0f} img/s steady; a full 54k-image epoch "
-              f"would take about {full_epoch:.0f}s of training", flush=True)
+        print(
+            f"probe loader={loader}: {steady['images_per_second']:.0f} img/s steady; a full 54k-image epoch "
+            f"would take about {full_epoch:.0f}s of training",
+            flush=True,
+        )
 
 
 def main(argv: list[str]) -> None:
@@ -277,11 +325,23 @@ def main(argv: list[str]) -> None:
     if args.part == "probe":
         probe(samples=args.samples)
     elif args.part == "train":
-        extra = {key: value for key, value in {"data.batch_size": args.batch_size, "optim.lr": args.lr,
-                 "data.data_dir": args.data_dir and str(args.data_dir), "data.max_eval_samples": args.max_eval_samples}.items()
-                 if value is not None}
-        train_default(epochs=args.epochs, max_train_samples=args.max_train_samples, loader=args.loader, extra=extra,
-                      json_path=args.json)
+        extra = {
+            key: value
+            for key, value in {
+                "data.batch_size": args.batch_size,
+                "optim.lr": args.lr,
+                "data.data_dir": args.data_dir and str(args.data_dir),
+                "data.max_eval_samples": args.max_eval_samples,
+            }.items()
+            if value is not None
+        }
+        train_default(
+            epochs=args.epochs,
+            max_train_samples=args.max_train_samples,
+            loader=args.loader,
+            extra=extra,
+            json_path=args.json,
+        )
     else:
         sweep(trials=args.trials, max_epochs=args.max_epochs, max_train_samples=args.max_train_samples)
 

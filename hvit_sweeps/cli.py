@@ -51,7 +51,7 @@ class _OneLineErrors(TyperGroup):
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         try:
-            result = super().main(*args, standalone_mode=False, **kwargs)
+            result = super().main(*args, standalone_mode=False, **kwargs)  # type: ignore[misc]
         except _USAGE_ERRORS as err:
             hint = f" (see `hvit-sweep {err.ctx.info_name} --help`)" if err.ctx else ""
             _fail(f"{err.format_message()}{hint}" if err.ctx and err.ctx.parent else err.format_message())
@@ -185,6 +185,8 @@ def evaluate_checkpoint(
 # -- sweeps -----------------------------------------------------------------------------
 
 StudyOpt = Annotated[str, Opt("--study", help="A study name from studies/ or a path to a .toml file.")]
+
+
 def _study_name(value: str | None) -> str | None:
     """Names go into URLs, log folders and database rows: letters, digits, '.', '_' and '-' only."""
     if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
@@ -204,11 +206,16 @@ StorageOpt = Annotated[
 ]
 TrackingOpt = Annotated[
     str | None,
-    Opt(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: SQLite under --root)."),
+    Opt(
+        envvar="MLFLOW_TRACKING_URI",
+        help="MLflow tracking URI, e.g. http://127.0.0.1:5000 (default: SQLite under --root).",
+    ),
 ]
 RootOpt = Annotated[Path, Opt(envvar="HVIT_ROOT", help="Folder of the embedded storage, tracking and artifacts.")]
 TimeoutOpt = Annotated[float | None, Opt(help="Stop starting new trials after this many seconds.")]
-HeartbeatOpt = Annotated[int, Opt(min=1, help="Seconds between RDB heartbeats; a trial silent for 3 of them is retried.")]
+HeartbeatOpt = Annotated[
+    int, Opt(min=1, help="Seconds between RDB heartbeats; a trial silent for 3 of them is retried.")
+]
 # The config flags a sweep takes for every trial; any other path goes through --set.
 SWEEP_CONFIG_PATHS = ("data.dataset", "data.data_dir", "runtime.device", "seed")
 
@@ -264,10 +271,14 @@ def run(
     storage: StorageOpt = None,
     tracking_uri: TrackingOpt = None,
     set_: SetOpt = None,
-    workers: Annotated[int | None, Opt(min=1, help="Worker processes on this machine (default: 1, in this process).")] = None,
+    workers: Annotated[
+        int | None, Opt(min=1, help="Worker processes on this machine (default: 1, in this process).")
+    ] = None,
     devices: Annotated[str | None, Opt(help="GPUs to pin workers to, round-robin, e.g. 0,1,2,3.")] = None,
     trials_per_gpu: Annotated[int, Opt(min=1, help="Concurrent trials (worker processes) per GPU in --devices.")] = 1,
-    resume: Annotated[bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")] = False,
+    resume: Annotated[
+        bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")
+    ] = False,
     root: RootOpt = Path("mlruns"),
     heartbeat: HeartbeatOpt = 60,
     config_layer: dict[str, Any],
@@ -287,11 +298,15 @@ def run(
 
     cli = {**config_layer, **parse_sets(set_)}
     sweep = _make_sweep(
-        study, study_name=study_name, storage=storage, tracking_uri=tracking_uri, root=root, cli=cli, heartbeat=heartbeat
+        study,
+        study_name=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        root=root,
+        cli=cli,
+        heartbeat=heartbeat,
     )
-    plans = worker_plan(
-        workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu
-    )
+    plans = worker_plan(workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu)
     # Check the data before creating anything: a study is never bound to data it could not load.
     console.print(f"loading data: {sweep.base_config.data.dataset}")
     splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
@@ -301,9 +316,10 @@ def run(
     console.print(_sweep_banner(sweep, connected, len(plans)))
     names = [o.metric for o in sweep.spec.objectives]
     try:
-        with graceful_interrupts(console.print), SweepDashboard(
-            study_name=sweep.study_name, target=connected.target, metric_names=names
-        ) as dash:
+        with (
+            graceful_interrupts(console.print),
+            SweepDashboard(study_name=sweep.study_name, target=connected.target, metric_names=names) as dash,
+        ):
             dash.refresh(connected.study)
             if len(plans) == 1 and not plans[0]:
                 run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits)
@@ -311,7 +327,9 @@ def run(
                 del splits  # each worker loads its own
                 args = _worker_args(sweep, timeout=timeout)
                 log_dir = root / "logs" / sweep.study_name
-                codes = launch_workers(plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
+                codes = launch_workers(
+                    plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study)
+                )
                 if any(codes):
                     console.print(f"[red]workers exited with {codes}[/red]: see {log_dir}/worker-*.log")
     except KeyboardInterrupt:
@@ -350,7 +368,13 @@ def worker(
 
     cli = {**config_layer, **parse_sets(set_)}
     sweep = _make_sweep(
-        study, study_name=study_name, storage=storage, tracking_uri=tracking_uri, root=root, cli=cli, heartbeat=heartbeat
+        study,
+        study_name=study_name,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        root=root,
+        cli=cli,
+        heartbeat=heartbeat,
     )
     # A worker started by hand or by compose gets a seed offset from its pid.
     index = worker_index if worker_index is not None else os.getpid() % 100_000
@@ -516,11 +540,15 @@ def show(
 @app.command()
 def best(
     study: StudyOpt,
-    export: Annotated[Path | None, Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")] = None,
+    export: Annotated[
+        Path | None, Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")
+    ] = None,
     top: Annotated[int, Opt(min=1, help="How many of the best trials (single objective).")] = 1,
     retrain: Annotated[
         bool,
-        Opt(help="Train the best trial's config again on train+val, test it once, log and register it as the final model."),
+        Opt(
+            help="Train the best trial's config again on train+val, test it once, log and register it as the final model."
+        ),
     ] = False,
     registry_name: Annotated[str | None, Opt(help="--retrain: registered model name (default: hvit-<study>).")] = None,
     alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
@@ -538,8 +566,16 @@ def best(
 
     loaded = _load_existing(study, study_name, storage, root)
     if retrain:
-        _retrain(loaded, export=export, registry_name=registry_name, alias=alias, seed=seed,
-                 overrides=parse_sets(set_), tracking_uri=tracking_uri, root=root)
+        _retrain(
+            loaded,
+            export=export,
+            registry_name=registry_name,
+            alias=alias,
+            seed=seed,
+            overrides=parse_sets(set_),
+            tracking_uri=tracking_uri,
+            root=root,
+        )
         return
     chosen = best_trials(loaded, top=top)
     if not chosen:
@@ -548,7 +584,9 @@ def best(
     title = "Pareto set" if len(loaded.directions) > 1 else f"best {len(chosen)} of study {loaded.study_name}"
     console.print(trials_table(chosen, title=title, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
-    for trial, line in zip(chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(tracking_uri)), strict=False):
+    for trial, line in zip(
+        chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(tracking_uri)), strict=False
+    ):
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         console.print(f"{line}\n  checkpoint: runs:/{run_id}/{CHECKPOINT_ARTIFACT}", soft_wrap=True)
     if export is not None:
@@ -559,8 +597,15 @@ def best(
 
 
 def _retrain(
-    loaded: optuna.Study, *, export: Path | None, registry_name: str | None, alias: str, seed: int | None,
-    overrides: dict[str, Any], tracking_uri: str | None, root: Path,
+    loaded: optuna.Study,
+    *,
+    export: Path | None,
+    registry_name: str | None,
+    alias: str,
+    seed: int | None,
+    overrides: dict[str, Any],
+    tracking_uri: str | None,
+    root: Path,
 ) -> None:
     from hvit_sweeps.console import TrainProgress, console
     from hvit_sweeps.interrupt import graceful_interrupts
@@ -573,8 +618,16 @@ def _retrain(
     source = best_complete_trial(loaded)  # no complete trial: one line, exit 2
     epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
     with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
-        result = retrain_best(loaded, tracker=tracker, dest=export, seed=seed, registry_name=registry_name,
-                              alias=alias, overrides=overrides, callbacks=[progress])
+        result = retrain_best(
+            loaded,
+            tracker=tracker,
+            dest=export,
+            seed=seed,
+            registry_name=registry_name,
+            alias=alias,
+            overrides=overrides,
+            callbacks=[progress],
+        )
     console.print(
         f"final model of trial {result.source_trial}: test top-1 {100 * result.test_acc1:.2f}% "
         f"(trained on train+val, {result.config.epochs} epochs, seed {result.config.seed}); MLflow run {result.run_id}"
@@ -626,8 +679,11 @@ def studies() -> None:
             continue
         objectives = ", ".join(f"{o.direction[:3]} {o.metric}" for o in spec.objectives)
         table.add_row(
-            spec.name, objectives, f"{spec.sampler.type} / {spec.pruner.type}",
-            f"{spec.trials} x {spec.max_epochs}", spec.description,
+            spec.name,
+            objectives,
+            f"{spec.sampler.type} / {spec.pruner.type}",
+            f"{spec.trials} x {spec.max_epochs}",
+            spec.description,
         )
     console.print(table)
 
@@ -646,7 +702,9 @@ def ui(
 
     def ready(base: str) -> None:
         for name, trials, study_run in study_links(MlflowClient(default_tracking_uri(root)), base):
-            console.print(f"{name}\n  trials, best first: {trials}\n  study run (plots, best so far): {study_run}", soft_wrap=True)
+            console.print(
+                f"{name}\n  trials, best first: {trials}\n  study run (plots, best so far): {study_run}", soft_wrap=True
+            )
         console.print(f"MLflow UI at {base} (log: {root / LOG_FILE}); Ctrl-C stops it")
 
     raise typer.Exit(serve_ui(root, port, on_ready=ready))

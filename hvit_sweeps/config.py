@@ -106,15 +106,11 @@ class ModelConfig(_Strict):
     depths: _Stages = Field((2, 2, 2), description="Number of transformer blocks in each stage.")
     num_heads: _Stages = Field((2, 4, 8), description="Attention heads in each stage.")
     patch_size: _PositiveInt = Field(4, description="Side of a square patch in pixels.")
-    mlp_ratio: float = Field(
-        4.0, gt=0, description="MLP hidden width as a multiple of the stage width."
-    )
+    mlp_ratio: float = Field(4.0, gt=0, description="MLP hidden width as a multiple of the stage width.")
     drop_path_rate: float = Field(
         0.1, ge=0, lt=1, description="Stochastic depth rate of the last block; rises linearly from 0."
     )
-    dropout: float = Field(
-        0.0, ge=0, lt=1, description="Dropout in the MLP, attention output and position embedding."
-    )
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout in the MLP, attention output and position embedding.")
     num_classes: _PositiveInt = Field(100, description="Number of output classes.")
     in_chans: _PositiveInt = Field(3, description="Channels of the input image.")
     image_size: _PositiveInt = Field(32, description="Side of the square input image in pixels.")
@@ -146,22 +142,18 @@ class ModelConfig(_Strict):
 def _check_stage_lengths(config: ModelConfig) -> None:
     lengths = (len(config.embed_dims), len(config.depths), len(config.num_heads))
     if len(set(lengths)) > 1:
-        raise ValueError(
-            "embed_dims, depths and num_heads need one entry per stage; got {}, {}, {}".format(*lengths)
-        )
+        raise ValueError("embed_dims, depths and num_heads need one entry per stage; got {}, {}, {}".format(*lengths))
 
 
 def _check_head_split(config: ModelConfig) -> None:
-    for stage, (dim, heads) in enumerate(zip(config.embed_dims, config.num_heads)):
+    for stage, (dim, heads) in enumerate(zip(config.embed_dims, config.num_heads, strict=False)):
         if dim % heads:
             raise ValueError(f"stage {stage}: embed_dims {dim} is not divisible by num_heads {heads}")
 
 
 def _check_patch_grid(config: ModelConfig) -> None:
     if config.image_size % config.patch_size:
-        raise ValueError(
-            f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}"
-        )
+        raise ValueError(f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}")
     if config.num_stages > max_stages(config.image_size, config.patch_size):
         need, grid = _min_grid(config.num_stages), config.grid_size
         raise ValueError(
@@ -174,9 +166,7 @@ def _check_patch_grid(config: ModelConfig) -> None:
 class DataConfig(_Strict):
     """Where the data comes from and how it is split, augmented and batched."""
 
-    dataset: str = Field(
-        "cifar100", description=f"Dataset: {', '.join(BUILTIN_DATASETS)} or {FOLDER_PREFIX}PATH."
-    )
+    dataset: str = Field("cifar100", description=f"Dataset: {', '.join(BUILTIN_DATASETS)} or {FOLDER_PREFIX}PATH.")
     data_dir: Path = Field(Path("data"), description="Folder that holds (or receives) downloaded datasets.")
     download: bool = Field(True, description="Download a missing dataset where that is possible.")
     val_split: float = Field(0.1, gt=0, lt=1, description="Share of the train set held out for validation.")
@@ -227,13 +217,9 @@ class OptimConfig(_Strict):
     beta1: float = Field(0.9, gt=0, lt=1, description="AdamW beta1.")
     beta2: float = Field(0.999, gt=0, lt=1, description="AdamW beta2.")
     warmup_epochs: float = Field(1.0, ge=0, description="Epochs of linear warm-up.")
-    min_lr_ratio: float = Field(
-        0.01, ge=0, le=1, description="Cosine floor as a fraction of the peak lr."
-    )
+    min_lr_ratio: float = Field(0.01, ge=0, le=1, description="Cosine floor as a fraction of the peak lr.")
     label_smoothing: float = Field(0.1, ge=0, lt=1, description="Label smoothing.")
-    grad_clip: float = Field(
-        1.0, ge=0, description="Max global gradient norm; 0 disables clipping."
-    )
+    grad_clip: float = Field(1.0, ge=0, description="Max global gradient norm; 0 disables clipping.")
 
 
 class RuntimeConfig(_Strict):
@@ -243,9 +229,7 @@ class RuntimeConfig(_Strict):
     amp: bool | None = Field(
         None, description="Mixed precision (autocast); auto: on for CUDA, off elsewhere (CPU autocast is often slower)."
     )
-    autocast_dtype: Literal["bf16", "fp16"] = Field(
-        "bf16", description="Autocast dtype; fp16 adds a gradient scaler."
-    )
+    autocast_dtype: Literal["bf16", "fp16"] = Field("bf16", description="Autocast dtype; fp16 adds a gradient scaler.")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = Field(
         "off", description="torch.compile mode, or off."
     )
@@ -274,15 +258,9 @@ class TrainConfig(_Strict):
     monitor: Literal["val_acc1", "val_acc5", "val_loss"] = Field(
         "val_acc1", description="Validation metric that picks the best epoch."
     )
-    checkpoint_path: Path | None = Field(
-        None, description="Where to save the best-by-validation checkpoint."
-    )
-    save_final: bool = Field(
-        False, description="Also keep the last epoch's checkpoint (<name>_last.pth)."
-    )
-    evaluate_test: bool = Field(
-        False, description="Evaluate the best weights on the test set at the end."
-    )
+    checkpoint_path: Path | None = Field(None, description="Where to save the best-by-validation checkpoint.")
+    save_final: bool = Field(False, description="Also keep the last epoch's checkpoint (<name>_last.pth).")
+    evaluate_test: bool = Field(False, description="Evaluate the best weights on the test set at the end.")
 
     @property
     def monitor_mode(self) -> Literal["min", "max"]:
@@ -296,9 +274,7 @@ class TrainConfig(_Strict):
         return path.with_name(f"{path.stem}_last{path.suffix or '.pth'}")
 
 
-def build_config(
-    *layers: Mapping[str, Any], source: str = "config", info: DatasetInfo | None = None
-) -> TrainConfig:
+def build_config(*layers: Mapping[str, Any], source: str = "config", info: DatasetInfo | None = None) -> TrainConfig:
     """Merge layers over the defaults, fill the dataset's shape in, validate once.
 
     Args:

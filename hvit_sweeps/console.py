@@ -329,13 +329,18 @@ class SweepDashboard:
             if trial.state == TrialState.RUNNING:
                 epoch, epochs = trial.user_attrs.get(ATTR_EPOCH, 0), trial.user_attrs.get(ATTR_EPOCHS, 1)
                 running.add_row(
-                    str(trial.number), f"{epoch}/{epochs}", ProgressBar(total=epochs, completed=epoch, width=20),
-                    self.status.get(trial.number, "starting"), trial_values(trial, self.metric_names),
+                    str(trial.number),
+                    f"{epoch}/{epochs}",
+                    ProgressBar(total=epochs, completed=epoch, width=20),
+                    self.status.get(trial.number, "starting"),
+                    trial_values(trial, self.metric_names),
                     short_params(trial.params),
                 )
-        best = trials_table(
-            best_trials(study, top=self.top), title="best so far", metric_names=self.metric_names
-        ) if counts[TrialState.COMPLETE] else Text("no complete trial yet", style="dim")
+        best = (
+            trials_table(best_trials(study, top=self.top), title="best so far", metric_names=self.metric_names)
+            if counts[TrialState.COMPLETE]
+            else Text("no complete trial yet", style="dim")
+        )
         return Group(header, running, best)
 
 
@@ -356,6 +361,8 @@ def sweep_summary(study: optuna.Study, *, metric_names: list[str]) -> Table:
     elif len(study.directions) > 1:
         table.add_row("pareto set", ", ".join(f"#{t.number} ({trial_values(t, metric_names)})" for t in chosen))
     else:
-        table.add_row(f"best {metric_names[0]}", f"{format_metric(metric_names[0], chosen[0].value)} (trial {chosen[0].number})")
+        table.add_row(
+            f"best {metric_names[0]}", f"{format_metric(metric_names[0], chosen[0].value)} (trial {chosen[0].number})"
+        )
         table.add_row("best params", short_params(chosen[0].params))
     return table

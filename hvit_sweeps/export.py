@@ -63,7 +63,7 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
         "study": study.study_name,
         "trial": trial.number,
         "mlflow_run_id": run_id,
-        "objectives": dict(zip(names, trial.values)),
+        "objectives": dict(zip(names, trial.values, strict=False)),
         "params": trial.params,
         "params_m": params / 1e6,
         "epoch": checkpoint.epoch,

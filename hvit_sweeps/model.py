@@ -39,6 +39,7 @@ __all__ = [
     "count_parameters",
 ]
 
+
 class PatchEmbeddingConv(nn.Module):
     """Cuts the image into non-overlapping patches and embeds each as a token."""
 
@@ -240,7 +241,7 @@ class HierarchicalViT(nn.Module):
         x, hw = self.patch_embed(x)  # (B, N0, C0)
         x = self.pos_drop(x + self.pos_embed)
         # zip stops before the last stage, which has no pooling after it.
-        for stage, pool in zip(self.stages, self.pools):
+        for stage, pool in zip(self.stages, self.pools, strict=False):
             x, hw = pool(stage(x), hw)  # (B, N_next, C_next)
         return self.stages[-1](x)  # (B, N, C)
 

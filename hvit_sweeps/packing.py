@@ -94,7 +94,7 @@ def estimate_parameters(model: ModelConfig) -> int:
     dims, patch = model.embed_dims, model.patch_size
     grid = model.image_size // patch
     total = model.in_chans * patch * patch * dims[0] + 3 * dims[0] + grid * grid * dims[0]
-    for stage, (width, depth) in enumerate(zip(dims, model.depths)):
+    for stage, (width, depth) in enumerate(zip(dims, model.depths, strict=False)):
         hidden = round(width * model.mlp_ratio)
         block = 4 * width * width + 4 * width + 4 * width + 2 * width * hidden + hidden + width
         total += depth * block
@@ -116,7 +116,9 @@ def activation_bytes(model: ModelConfig, *, batch_size: int, amp: bool) -> int:
     """Saved activations of one training step (see the module docstring), slack included."""
     per_image = 0.0
     per_token_width = 15 + 4.75 * model.mlp_ratio  # 34 at the usual MLP ratio of 4
-    for tokens, width, heads, depth in zip(stage_tokens(model), model.embed_dims, model.num_heads, model.depths):
+    for tokens, width, heads, depth in zip(
+        stage_tokens(model), model.embed_dims, model.num_heads, model.depths, strict=False
+    ):
         per_image += depth * (per_token_width * tokens * width + 5 * heads * tokens * tokens)
     width_factor = 1 if amp else 2  # the formula counts 16-bit activations
     return int(ACTIVATION_SLACK * batch_size * per_image * width_factor)

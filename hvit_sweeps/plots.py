@@ -35,13 +35,12 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     first = spec.objectives[0]
     target: Callable[[FrozenTrial], float] | None = None
     if spec.multi_objective:
+
         def target(trial: FrozenTrial) -> float:
             return trial.values[0]
 
     plots: dict[str, Callable[[], Any]] = {
-        PLOT_HISTORY: lambda: _integer_x(
-            vis.plot_optimization_history(study, target=target, target_name=first.metric)
-        ),
+        PLOT_HISTORY: lambda: _integer_x(vis.plot_optimization_history(study, target=target, target_name=first.metric)),
         "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first.metric),
     }
     if len(complete) >= 2:
@@ -50,7 +49,9 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
         names = [o.metric for o in spec.objectives]
         plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
     else:
-        plots["intermediate_values"] = lambda: _relabel(vis.plot_intermediate_values(study), xlabel="Epoch", ylabel=first.metric)
+        plots["intermediate_values"] = lambda: _relabel(
+            vis.plot_intermediate_values(study), xlabel="Epoch", ylabel=first.metric
+        )
     figures = {}
     for name, draw in plots.items():
         figure = _draw(draw)

@@ -183,7 +183,7 @@ def _best_trials(study: optuna.Study, complete: list[FrozenTrial], top: int) -> 
 def _spec_for_plots(study: optuna.Study) -> StudySpec:
     """The objectives as a StudySpec, which is what :func:`~hvit_sweeps.plots.study_figures` reads."""
     names = study.metric_names or ["val_acc1"] * len(study.directions)
-    objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(names, study.directions)]
+    objectives = [{"metric": m, "direction": d.name.lower()} for m, d in zip(names, study.directions, strict=False)]
     try:
         return StudySpec.model_validate({"name": "report", "objectives": objectives, "pruner": {"type": "none"}})
     except ValidationError:  # metric names hvit-sweep does not know: label the plots generically
@@ -200,7 +200,9 @@ def _summary_section(facts: _Facts) -> str:
     run = facts.run_of(facts.best[0])
     run_tags = run.data.tags if run else {}
     run_params = run.data.params if run else {}
-    sizes = ", ".join(f"{k} {run_params[f'dataset.{k}_size']}" for k in ("train", "val", "test") if f"dataset.{k}_size" in run_params)
+    sizes = ", ".join(
+        f"{k} {run_params[f'dataset.{k}_size']}" for k in ("train", "val", "test") if f"dataset.{k}_size" in run_params
+    )
     rows = [
         ("trials", ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")),
         ("objectives", params.get(PARAM_OBJECTIVES) or _objectives_text(facts)),
@@ -217,8 +219,12 @@ def _summary_section(facts: _Facts) -> str:
     first = facts.metric_names[0]
     direction = facts.study.directions[0].name.lower()
     links = [
-        _link(runs_table_url(facts.link_base, facts.experiment_id, order_by=tracked_metric(first),
-                             ascending=direction == "minimize"), "all trials in MLflow, best first"),
+        _link(
+            runs_table_url(
+                facts.link_base, facts.experiment_id, order_by=tracked_metric(first), ascending=direction == "minimize"
+            ),
+            "all trials in MLflow, best first",
+        ),
         _link(run_url(facts.link_base, facts.experiment_id, facts.parent.info.run_id), "the study's parent run"),
     ]
     note = ""
@@ -228,7 +234,7 @@ def _summary_section(facts: _Facts) -> str:
 
 
 def _objectives_text(facts: _Facts) -> str:
-    return ", ".join(f"{m}:{d.name.lower()}" for m, d in zip(facts.metric_names, facts.study.directions))
+    return ", ".join(f"{m}:{d.name.lower()}" for m, d in zip(facts.metric_names, facts.study.directions, strict=False))
 
 
 def _best_text(facts: _Facts) -> str:
@@ -246,16 +252,25 @@ def _best_section(facts: _Facts) -> str:
         run = facts.run_of(trial)
         metrics = run.data.metrics if run else {}
         link = _link(run_url(facts.link_base, facts.experiment_id, run.info.run_id), "run") if run else "no run"
-        rows.append((
-            rank, trial.number, *(_fmt(v) for v in trial.values),
-            _fmt(metrics.get(_PARAMS)), _fmt(metrics.get(_FLOPS)),
-            len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
-            _duration(trial), _params_text(trial.params), _Raw(link),
-        ))
+        rows.append(
+            (
+                rank,
+                trial.number,
+                *(_fmt(v) for v in trial.values),
+                _fmt(metrics.get(_PARAMS)),
+                _fmt(metrics.get(_FLOPS)),
+                len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
+                _duration(trial),
+                _params_text(trial.params),
+                _Raw(link),
+            )
+        )
         if run:
             config = sorted(run.data.params.items())
-            details.append(f"<details><summary>trial {trial.number}: full config ({len(config)} settings)</summary>"
-                           f"{_table(['setting', 'value'], config)}</details>")
+            details.append(
+                f"<details><summary>trial {trial.number}: full config ({len(config)} settings)</summary>"
+                f"{_table(['setting', 'value'], config)}</details>"
+            )
     what = "Pareto set, by the first objective" if len(facts.study.directions) > 1 else f"top {len(facts.best)}"
     return f"<p>{_e(what)}.</p>" + _table(head, rows) + "".join(details)
 
@@ -271,7 +286,10 @@ def _plots_section(facts: _Facts, plotly: bool) -> str:
     else:
         from hvit_sweeps.plots import study_figures
 
-        parts = [_figure(name, _img(_png_of(fig), name)) for name, fig in study_figures(study, _spec_for_plots(study)).items()]
+        parts = [
+            _figure(name, _img(_png_of(fig), name))
+            for name, fig in study_figures(study, _spec_for_plots(study)).items()
+        ]
     kind = "interactive (plotly)" if plotly else "PNG (install plotly for interactive plots)"
     note = f"<p class='note'>{_e(kind)}; a plot that needs more trials is left out.</p>"
     return note + f"<div class='grid'>{''.join(parts)}</div>"
@@ -324,7 +342,10 @@ def _cost_figure(points: list[tuple[int, float, float | None, float | None]], be
 
     with plt.style.context("default"):  # not the ggplot style Optuna's plots leave behind
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for ax, column, label in ((axes[0], 2, "params_m (millions of parameters)"), (axes[1], 3, "flops_m (MFLOPs per image)")):
+        for ax, column, label in (
+            (axes[0], 2, "params_m (millions of parameters)"),
+            (axes[1], 3, "flops_m (MFLOPs per image)"),
+        ):
             xs = [(p[column], p[1], p[0]) for p in points if p[column] is not None]
             ax.scatter([x for x, _, _ in xs], [y for _, y, _ in xs], c=[n for _, _, n in xs], cmap="viridis", s=30)
             starred = [(x, y) for x, y, n in xs if n in best]
@@ -348,8 +369,10 @@ def _visuals_section(facts: _Facts) -> str:
     with tempfile.TemporaryDirectory(prefix="hvit-report-") as tmp:
         folder = download_visuals(facts.tracker, run.info.run_id, Path(tmp))
         if folder is None:
-            return (f"<p>Trial {trial.number}'s run has no <code>visuals/</code> artifacts "
-                    "(they are written for trials whose checkpoint is kept).</p>")
+            return (
+                f"<p>Trial {trial.number}'s run has no <code>visuals/</code> artifacts "
+                "(they are written for trials whose checkpoint is kept).</p>"
+            )
         pngs = sorted(folder.glob("*.png"), key=lambda p: (_rank(p.stem), p.stem))
         parts = [_figure(p.stem, _img(p.read_bytes(), p.stem)) for p in pngs]
         summary = folder / "per_class_accuracy.json"
@@ -388,7 +411,9 @@ class _Raw(str):
 
 def _page(title: str, sections: dict[str, str]) -> str:
     nav = "".join(f"<a href='#{key}'>{_e(SECTIONS[key])}</a>" for key in sections)
-    body = "".join(f"<section id='{key}'><h2>{_e(SECTIONS[key])}</h2>{content}</section>" for key, content in sections.items())
+    body = "".join(
+        f"<section id='{key}'><h2>{_e(SECTIONS[key])}</h2>{content}</section>" for key, content in sections.items()
+    )
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -170,7 +170,9 @@ def retrain_best(
             tracker.end_run(result.run_id, "FAILED", tags={TAG_FAILURE: _failure(err)})
             raise
     registered = result.registered
-    tracker.end_run(result.run_id, "FINISHED", tags={TAG_REGISTERED: f"{name}/{registered.version}"} if registered else None)
+    tracker.end_run(
+        result.run_id, "FINISHED", tags={TAG_REGISTERED: f"{name}/{registered.version}"} if registered else None
+    )
     return result
 
 
@@ -301,10 +303,18 @@ def _train_final(
     assert config.checkpoint_path is not None  # final_config always sets it
     tracker.log_file(run_id, config.checkpoint_path, CHECKPOINT_DIR)
     return RetrainResult(
-        study_name=source.study_name, source_trial=source.trial.number, source_run_id=source.run_id,
-        source_value=source.trial.values[0], run_id=run_id, config=config, test_metrics=trained.test_metrics,
-        history=trained.history, dataset_sizes=splits.sizes, seconds=time.monotonic() - started,
-        registered=None, exported=None,
+        study_name=source.study_name,
+        source_trial=source.trial.number,
+        source_run_id=source.run_id,
+        source_value=source.trial.values[0],
+        run_id=run_id,
+        config=config,
+        test_metrics=trained.test_metrics,
+        history=trained.history,
+        dataset_sizes=splits.sizes,
+        seconds=time.monotonic() - started,
+        registered=None,
+        exported=None,
     )
 
 
@@ -334,8 +344,13 @@ def _train_logged(
 ) -> TrainResult:
     """Train with every epoch logged; the run is closed as FAILED or KILLED if training does not finish."""
     try:
-        result = train(config, callbacks=[_FinalRunLogger(tracker, run_id), *callbacks], splits=splits,
-                       best_checkpoint="at_end", select="last")
+        result = train(
+            config,
+            callbacks=[_FinalRunLogger(tracker, run_id), *callbacks],
+            splits=splits,
+            best_checkpoint="at_end",
+            select="last",
+        )
     except KeyboardInterrupt:
         tracker.end_run(run_id, "KILLED", tags={TAG_FAILURE: "interrupted (Ctrl-C)"})
         raise
@@ -369,7 +384,9 @@ def _ensure_registered_model(tracker: Tracker, name: str, study_name: str, alias
     except MlflowException as err:
         if err.error_code == "RESOURCE_ALREADY_EXISTS":
             return
-        raise HvitError(f"--registry-name {name}: the model registry at {tracker.uri} refused it ({_first_line(err)})") from None
+        raise HvitError(
+            f"--registry-name {name}: the model registry at {tracker.uri} refused it ({_first_line(err)})"
+        ) from None
 
 
 def _first_line(err: Exception) -> str:
@@ -392,11 +409,14 @@ def register_final(tracker: Tracker, result: RetrainResult, *, name: str, alias:
         "seed": str(result.config.seed),
         **{k: repr(v) for k, v in result.test_metrics.items()},  # repr: the float round-trips exactly
     }
-    description = (f"Study {result.study_name}, trial {result.source_trial}'s config trained on {TRAINED_ON}: "
-                   f"test top-1 {result.test_acc1:.4f}.")
+    description = (
+        f"Study {result.study_name}, trial {result.source_trial}'s config trained on {TRAINED_ON}: "
+        f"test top-1 {result.test_acc1:.4f}."
+    )
     try:
-        version = tracker.client.create_model_version(name, source, run_id=result.run_id, tags=tags,
-                                                      description=description)
+        version = tracker.client.create_model_version(
+            name, source, run_id=result.run_id, tags=tags, description=description
+        )
         tracker.client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as err:
         raise HvitError(
@@ -444,16 +464,24 @@ def final_summary(result: RetrainResult) -> dict[str, Any]:
         "dataset_sizes": result.dataset_sizes,
         "test": result.test_metrics,
         "seconds": round(result.seconds, 1),
-        "registered": None if registered is None else {"name": registered.name, "version": registered.version,
-                                                       "alias": registered.alias, "uri": registered.uri},
+        "registered": None
+        if registered is None
+        else {"name": registered.name, "version": registered.version, "alias": registered.alias, "uri": registered.uri},
         "recipe": _recipe(result.config),
     }
 
 
 # The settings a study of this project searches (recipe and shape), as a final model's summary lists them.
 _RECIPE_PREFIXES = ("optim.", "data.augment", "data.mixup_alpha", "data.cutmix_alpha", "data.batch_size")
-_SHAPE_KEYS = ("model.embed_dims", "model.depths", "model.num_heads", "model.patch_size", "model.mlp_ratio",
-               "model.drop_path_rate", "model.dropout")
+_SHAPE_KEYS = (
+    "model.embed_dims",
+    "model.depths",
+    "model.num_heads",
+    "model.patch_size",
+    "model.mlp_ratio",
+    "model.drop_path_rate",
+    "model.dropout",
+)
 
 
 def _recipe(config: TrainConfig) -> dict[str, Any]:
@@ -474,13 +502,36 @@ def final_model_card(result: RetrainResult) -> str:
     )
     retrain = f"hvit-sweep best --study {shlex.quote(result.study_name)} --retrain --seed {config.seed}"
     lines = [
-        f"# HViT: final model of study `{result.study_name}`", "", headline, "",
-        "## How it was obtained", "", *_provenance(result), "", *_settings_table(config), "",
-        "## Evaluate", "", "```bash", evaluate, "```", "",
-        "Only `test` is held out: this config's val split is part of what the final model trained on.", "",
-        "## Reproduce", "", "```bash", retrain, "```", "",
-        "The same config trained on train alone (val held out, best epoch kept):", "",
-        "```bash", reproduce_command(config), "```", "",
+        f"# HViT: final model of study `{result.study_name}`",
+        "",
+        headline,
+        "",
+        "## How it was obtained",
+        "",
+        *_provenance(result),
+        "",
+        *_settings_table(config),
+        "",
+        "## Evaluate",
+        "",
+        "```bash",
+        evaluate,
+        "```",
+        "",
+        "Only `test` is held out: this config's val split is part of what the final model trained on.",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        retrain,
+        "```",
+        "",
+        "The same config trained on train alone (val held out, best epoch kept):",
+        "",
+        "```bash",
+        reproduce_command(config),
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
@@ -491,19 +542,25 @@ def _provenance(result: RetrainResult) -> list[str]:
     if registered is not None:
         where += f", registered as `{registered.name}` version {registered.version} (`{registered.uri}`)"
     return [
-        (f"- The search chose trial {result.source_trial} (MLflow run `{result.source_run_id}`) by val top-1 alone "
-         f"({result.source_value:.4f}); it never saw the test split."),
-        (f"- Its config was trained once more on train plus val ({result.dataset_sizes['train']} images) for "
-         f"{config.epochs} epochs with seed {config.seed}, keeping the last epoch's weights: no unseen val set "
-         "was left to pick an epoch by."),
+        (
+            f"- The search chose trial {result.source_trial} (MLflow run `{result.source_run_id}`) by val top-1 alone "
+            f"({result.source_value:.4f}); it never saw the test split."
+        ),
+        (
+            f"- Its config was trained once more on train plus val ({result.dataset_sizes['train']} images) for "
+            f"{config.epochs} epochs with seed {config.seed}, keeping the last epoch's weights: no unseen val set "
+            "was left to pick an epoch by."
+        ),
         f"- {where}.",
     ]
 
 
 def _settings_table(config: TrainConfig) -> list[str]:
     model = config.model
-    shape = (f"{len(model.depths)} stages: dims {_join(model.embed_dims)}, depths {_join(model.depths)}, "
-             f"heads {_join(model.num_heads)}, patch {model.patch_size}")
+    shape = (
+        f"{len(model.depths)} stages: dims {_join(model.embed_dims)}, depths {_join(model.depths)}, "
+        f"heads {_join(model.num_heads)}, patch {model.patch_size}"
+    )
     rest = [f"| {k} | {v} |" for k, v in _recipe(config).items() if k not in _SHAPE_KEYS[:4]]
     return ["| | |", "|---|---|", f"| architecture | {shape} |", *rest]
 

@@ -18,7 +18,7 @@ import json
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -111,7 +111,7 @@ class FloatParam(_Strict):
 
 class CategoricalParam(_Strict):
     type: Literal["categorical"]
-    choices: list[Union[bool, int, float, str]] = Field(min_length=1)
+    choices: list[bool | int | float | str] = Field(min_length=1)
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, self.choices)
@@ -123,8 +123,8 @@ class CategoricalParam(_Strict):
         return list(self.choices)
 
 
-Param = Annotated[Union[IntParam, FloatParam, CategoricalParam], Field(discriminator="type")]
-Knob = Union[int, float, Param]
+Param = Annotated[IntParam | FloatParam | CategoricalParam, Field(discriminator="type")]
+Knob = int | float | Param
 
 
 def _check_range(low: float, high: float, log: bool) -> None:
@@ -265,7 +265,7 @@ class StudySpec(_Strict):
         return len(self.objectives) > 1
 
     @property
-    def directions(self) -> list[str]:
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
         return [o.direction for o in self.objectives]
 
     @property
@@ -347,7 +347,7 @@ class StudySpec(_Strict):
         """The sampler; each worker offsets the seed so parallel workers don't draw alike."""
         spec = self.sampler
         seed = spec.seed + worker_index
-        startup = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
+        startup: dict[str, Any] = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
         if spec.type == "tpe":
             return optuna.samplers.TPESampler(seed=seed, **startup)
         if spec.type == "random":
@@ -363,7 +363,9 @@ class StudySpec(_Strict):
     def make_pruner(self) -> optuna.pruners.BasePruner:
         spec = self.pruner
         if spec.type == "median":
-            return optuna.pruners.MedianPruner(n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps)
+            return optuna.pruners.MedianPruner(
+                n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
+            )
         if spec.type == "percentile":
             return optuna.pruners.PercentilePruner(
                 spec.percentile, n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
@@ -377,7 +379,9 @@ class StudySpec(_Strict):
                 min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
             )
         if spec.type == "threshold":
-            return optuna.pruners.ThresholdPruner(lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps)
+            return optuna.pruners.ThresholdPruner(
+                lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps
+            )
         return optuna.pruners.NopPruner()
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:
@@ -428,5 +432,6 @@ def _locate(name_or_path: str) -> Path:
     if candidate.is_file():
         return candidate
     known = ", ".join(p.stem for p in find_study_files()) or "none"
-    raise HvitError(f"no study named {name_or_path!r} in {studies_dir()}: use one of {known}, or a path to a .toml file")
-
+    raise HvitError(
+        f"no study named {name_or_path!r} in {studies_dir()}: use one of {known}, or a path to a .toml file"
+    )

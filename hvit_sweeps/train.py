@@ -162,9 +162,7 @@ def resolve_device(name: str) -> torch.device:
         if not torch.cuda.is_available():
             raise HvitError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise HvitError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible"
-            )
+            raise HvitError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise HvitError(f"--device {name}: MPS is not available here; use --device cpu or auto")
     return device
@@ -291,9 +289,16 @@ def train(
 
     saver = _Saver(model, config, list(splits.info.class_names), optimizer, scheduler, scaler)
     plan = RunPlan(
-        dataset=splits.info, sizes=splits.sizes, fingerprint=splits.fingerprint, model_stats=stats,
-        device=str(device), precision=precision.label, step_mode=step_mode(config.runtime, device),
-        epochs=config.epochs, start_epoch=start_epoch, batches_per_epoch=steps_per_epoch,
+        dataset=splits.info,
+        sizes=splits.sizes,
+        fingerprint=splits.fingerprint,
+        model_stats=stats,
+        device=str(device),
+        precision=precision.label,
+        step_mode=step_mode(config.runtime, device),
+        epochs=config.epochs,
+        start_epoch=start_epoch,
+        batches_per_epoch=steps_per_epoch,
     )
     for callback in callbacks:
         callback.on_train_start(plan)
@@ -303,9 +308,7 @@ def train(
     for epoch in range(start_epoch, config.epochs + 1):
         seed_epoch(config.seed, epoch)
         loaders.train.set_epoch(epoch)
-        metrics = _run_epoch(
-            compiled, loaders, step, scheduler, precision, memory_format, callbacks
-        )
+        metrics = _run_epoch(compiled, loaders, step, scheduler, precision, memory_format, callbacks)
         history.append({"epoch": epoch, **metrics})
         if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
             status, reason = "diverged", f"non-finite loss at epoch {epoch}"
@@ -325,8 +328,9 @@ def train(
     if best.state is not None:
         model.load_state_dict(best.state)  # the run's result is its best epoch
     if best_checkpoint == "at_end" and best.state is not None:
-        saver.save(config.checkpoint_path, epoch=best.epoch, metrics=best.metrics, history=history, best=best,
-                   resumable=False)
+        saver.save(
+            config.checkpoint_path, epoch=best.epoch, metrics=best.metrics, history=history, best=best, resumable=False
+        )
     test_metrics: dict[str, float] = {}
     if config.evaluate_test and best.state is not None:
         test_metrics = _prefixed("test", evaluate(compiled, loaders.test, precision, memory_format))
@@ -528,7 +532,8 @@ def _make_optimizer(
     model: nn.Module, optim: OptimConfig, device: torch.device, *, capturable: bool
 ) -> torch.optim.AdamW:
     """AdamW without decay on norms, biases and position embeddings (the usual ViT rule)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 or name.endswith("pos_embed") else decay).append(param)
@@ -678,7 +683,6 @@ def _check_resumable(config: TrainConfig, checkpoint: Checkpoint) -> None:
 
 def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}_{k}": v for k, v in metrics.items()}
-
 
 
 def evaluate_checkpoint(

@@ -109,7 +109,7 @@ def predict(model: nn.Module, loader: BatchLoader, *, keep_wrong: int = 40) -> P
     model.train(was_training)
     if not true:
         raise ValueError("the validation loader yielded no batches")
-    parts = [torch.cat(column) for column in zip(*wrong)] if wrong else [torch.empty(0)] * 4
+    parts = [torch.cat(column) for column in zip(*wrong, strict=False)] if wrong else [torch.empty(0)] * 4
     return Predictions(
         true=torch.cat(true).numpy(),
         pred=torch.cat(pred).numpy(),
@@ -156,7 +156,6 @@ def _default_style(draw: Callable[P, R]) -> Callable[P, R]:
             return draw(*args, **kwargs)
 
     return wrapper
-
 
 
 @_default_style
@@ -206,7 +205,9 @@ def _annotate_cells(ax: Any, matrix: np.ndarray) -> None:
 @_default_style
 def plot_per_class_accuracy(summary: dict[str, Any], path: Path, *, title: str = "") -> Path:
     """Horizontal bars sorted worst first (top), coloured by accuracy, with the mean marked."""
-    rows = sorted((c for c in summary["classes"] if c["accuracy"] is not None), key=lambda c: (c["accuracy"], c["index"]))
+    rows = sorted(
+        (c for c in summary["classes"] if c["accuracy"] is not None), key=lambda c: (c["accuracy"], c["index"])
+    )
     n = len(rows)
     small = n <= _ANNOTATE_MAX_CLASSES
     fig, ax = plt.subplots(figsize=(8, max(3.0, 1.4 + (0.32 if small else 0.16) * n)))
@@ -218,7 +219,13 @@ def plot_per_class_accuracy(summary: dict[str, Any], path: Path, *, title: str =
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("top-1 accuracy on val")
     if summary["accuracy"] is not None:
-        ax.axvline(summary["accuracy"], color="#333333", linestyle="--", linewidth=1, label=f"overall {summary['accuracy']:.1%}")
+        ax.axvline(
+            summary["accuracy"],
+            color="#333333",
+            linestyle="--",
+            linewidth=1,
+            label=f"overall {summary['accuracy']:.1%}",
+        )
         ax.legend(loc="lower right", fontsize=8)
     for y, c in enumerate(rows):
         ax.text(c["accuracy"] + 0.01, y, f"{c['correct']}/{c['support']}", va="center", fontsize=7 if small else 4.5)
@@ -237,7 +244,7 @@ def plot_misclassified(predictions: Predictions, info: DatasetInfo, path: Path, 
     images = denormalize(predictions.wrong_images[:count], info)
     titles = [
         (f"pred {_short(info.class_names[p])} {c:.0%}", f"true {_short(info.class_names[t])}")
-        for p, t, c in zip(predictions.wrong_pred, predictions.wrong_true, predictions.wrong_confidence)
+        for p, t, c in zip(predictions.wrong_pred, predictions.wrong_true, predictions.wrong_confidence, strict=False)
     ]
     fig = _image_grid(images, titles[:count], colors=("#c62828", "#1b5e20"))
     fig.suptitle(f"misclassified val images (first {count}; predicted with its confidence, then true)", fontsize=10)
@@ -267,7 +274,7 @@ def _label_text(target: torch.Tensor, info: DatasetInfo) -> str:
     weights, classes = target.float().topk(min(2, len(target)))
     if weights[0] > 0.999:
         return _short(info.class_names[int(classes[0])])
-    return "\n".join(f"{_short(info.class_names[int(c)], 10)} {w:.2f}" for w, c in zip(weights, classes))
+    return "\n".join(f"{_short(info.class_names[int(c)], 10)} {w:.2f}" for w, c in zip(weights, classes, strict=False))
 
 
 @_default_style
@@ -283,7 +290,7 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, *, tit
     ]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     marker = "o" if len(epochs) <= 30 else None
-    for ax, (name, keys) in zip(axes, panels):
+    for ax, (name, keys) in zip(axes, panels, strict=False):
         for key in keys:
             values = [h.get(key, math.nan) for h in history]
             if not all(math.isnan(v) for v in values):
@@ -301,11 +308,13 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, *, tit
 
 
 def _mark_best(ax: Any, epochs: list[int], values: list[float]) -> None:
-    finite = [(v, e) for v, e in zip(values, epochs) if not math.isnan(v)]
+    finite = [(v, e) for v, e in zip(values, epochs, strict=False) if not math.isnan(v)]
     if finite:
         value, epoch = max(finite)
         ax.axvline(epoch, color="#999999", linestyle=":", linewidth=1)
-        ax.annotate(f"best {value:.1%} @ {epoch}", (epoch, value), fontsize=8, xytext=(4, -12), textcoords="offset points")
+        ax.annotate(
+            f"best {value:.1%} @ {epoch}", (epoch, value), fontsize=8, xytext=(4, -12), textcoords="offset points"
+        )
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -326,9 +335,11 @@ def _image_grid(images: np.ndarray, titles: Sequence[Sequence[str]], *, colors: 
     fig, axes = plt.subplots(rows, cols, figsize=(1.65 * cols, (1.5 + 0.17 * lines) * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
+    for ax, image, title in zip(axes.flat, images, titles, strict=False):
         gray = image.shape[-1] == 1
-        ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(
+            image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest"
+        )
         # Ticks and frame off by hand: axis("off") would also hide the label below the image.
         ax.axis("on")
         ax.set_xticks([])
@@ -409,8 +420,12 @@ def write_trial_visuals(
     summary = per_class_accuracy(matrix, info.class_names)
     what = f"{info.label}, {summary['samples']} val images, top-1 {summary['accuracy']:.1%}"
     return [
-        _write_json(out_dir / "confusion_matrix.json", {"class_names": list(info.class_names), "matrix": matrix.tolist()}),
-        plot_confusion_matrix(matrix, info.class_names, out_dir / "confusion_matrix.png", title=f"confusion matrix: {what}"),
+        _write_json(
+            out_dir / "confusion_matrix.json", {"class_names": list(info.class_names), "matrix": matrix.tolist()}
+        ),
+        plot_confusion_matrix(
+            matrix, info.class_names, out_dir / "confusion_matrix.png", title=f"confusion matrix: {what}"
+        ),
         _write_json(out_dir / "per_class_accuracy.json", summary),
         plot_per_class_accuracy(summary, out_dir / "per_class_accuracy.png", title=f"per-class accuracy: {what}"),
         plot_misclassified(predictions, info, out_dir / "misclassified.png"),

@@ -48,9 +48,17 @@ def read_wheel(path: Path) -> Wheel:
 
 
 def marker_env(python: str) -> dict[str, str]:
-    return {"python_version": python, "python_full_version": f"{python}.3", "sys_platform": "linux",
-            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-            "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    return {
+        "python_version": python,
+        "python_full_version": f"{python}.3",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
 
 
 def needed(requirements: tuple[Requirement, ...], python: str) -> list[Requirement]:
@@ -168,11 +176,16 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, help="the wheel folder (.whl)")
     parser.add_argument("--python", default="3.12", help="the Python the wheels are for [3.12, the device's]")
-    parser.add_argument("--compare-local", action="store_true", help="compare the pins with this interpreter's packages")
+    parser.add_argument(
+        "--compare-local", action="store_true", help="compare the pins with this interpreter's packages"
+    )
     parser.add_argument("--installed", action="store_true", help="check installed versions against the needs (device)")
     args = parser.parse_args(argv)
-    problems = check_installed(args.folder) if args.installed else check_folder(
-        args.folder, python=args.python, compare_local=args.compare_local)
+    problems = (
+        check_installed(args.folder)
+        if args.installed
+        else check_folder(args.folder, python=args.python, compare_local=args.compare_local)
+    )
     for problem in problems:
         print(f"problem: {problem}")
     print("no problems" if not problems else f"{len(problems)} problem(s)")

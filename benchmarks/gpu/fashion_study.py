@@ -56,8 +56,12 @@ from gpu_all import (
 )
 
 STUDY = "fashion-mnist"
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 CARRIED_DATA = REPO / ".fmnist"  # git-ignored; copied from Debian's files before the device call
 DEBIAN_DATA = Path("/usr/share/datasets/fashion-mnist")
 EXPORTED = ("MODEL_CARD.md", "metrics.json", "final.pth")  # with the 5 others: the device tool's 8 files
@@ -80,9 +84,19 @@ class Plan:
 # so 4 packed workers finish what they start in the 170 s window well inside the 300 s box.
 GPU_PLAN = Plan(search_s=300, new_trials_s=170, final_s=140, trials=40, workers=4)
 DRY_PLAN = Plan(
-    search_s=240, new_trials_s=60, final_s=150, trials=3, workers=2,
-    sets=("epochs=2", "data.max_train_samples=300", "data.max_eval_samples=200", "runtime.device=cpu",
-          "data.num_workers=0", "runtime.amp=false"),
+    search_s=240,
+    new_trials_s=60,
+    final_s=150,
+    trials=3,
+    workers=2,
+    sets=(
+        "epochs=2",
+        "data.max_train_samples=300",
+        "data.max_eval_samples=200",
+        "runtime.device=cpu",
+        "data.num_workers=0",
+        "runtime.amp=false",
+    ),
 )
 
 
@@ -104,15 +118,37 @@ def search_command(plan: Plan, *, root: Path, data_dir: Path, dry: bool) -> list
     placement = ["--workers", str(plan.workers)] if dry else ["--devices", "0", "--trials-per-gpu", str(plan.workers)]
     sets = [f"data.data_dir={data_dir}", "data.download=false", *plan.sets]
     return [
-        sys.executable, "-m", "hvit_sweeps", "run", "--study", STUDY, "--root", str(root),
-        "--trials", str(plan.trials), "--timeout", str(plan.new_trials_s), *placement,
+        sys.executable,
+        "-m",
+        "hvit_sweeps",
+        "run",
+        "--study",
+        STUDY,
+        "--root",
+        str(root),
+        "--trials",
+        str(plan.trials),
+        "--timeout",
+        str(plan.new_trials_s),
+        *placement,
         *[arg for item in sets for arg in ("--set", item)],
     ]
 
 
 def final_command(*, root: Path, data_dir: Path, export: Path, record: Path, dry: bool) -> list[str]:
-    command = [sys.executable, str(Path(__file__).resolve()), "final", "--root", str(root), "--data-dir", str(data_dir),
-               "--export", str(export), "--record", str(record)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "final",
+        "--root",
+        str(root),
+        "--data-dir",
+        str(data_dir),
+        "--export",
+        str(export),
+        "--record",
+        str(record),
+    ]
     return command + (["--device", "cpu"] if dry else [])
 
 
@@ -137,11 +173,20 @@ def final_model(args: argparse.Namespace) -> int:
     summary = final_summary(result)
     write_json(args.record, summary)
     # The check on the card itself: a fresh evaluation of the exported file gives the registered figure.
-    fresh, _ = evaluate_checkpoint(load_checkpoint(args.export / FINAL_CHECKPOINT), overrides=overrides, splits=("test",))
+    fresh, _ = evaluate_checkpoint(
+        load_checkpoint(args.export / FINAL_CHECKPOINT), overrides=overrides, splits=("test",)
+    )
     summary["fresh_eval_test_acc1"] = fresh["test"]["acc1"]
     write_json(args.record, summary)
-    print(json.dumps({"test_acc1": result.test_acc1, "fresh_eval_test_acc1": fresh["test"]["acc1"],
-                      "seconds": round(result.seconds, 1)}))
+    print(
+        json.dumps(
+            {
+                "test_acc1": result.test_acc1,
+                "fresh_eval_test_acc1": fresh["test"]["acc1"],
+                "seconds": round(result.seconds, 1),
+            }
+        )
+    )
     return 0
 
 
@@ -159,8 +204,17 @@ def study_record(root: Path) -> dict[str, Any]:
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     best = max(complete, key=lambda t: t.value) if complete else None
-    rows = [{"number": t.number, "state": t.state.name, "value": t.value, "epochs": len(t.intermediate_values),
-             "seconds": t.duration.total_seconds() if t.duration else None, "params": t.params} for t in trials]
+    rows = [
+        {
+            "number": t.number,
+            "state": t.state.name,
+            "value": t.value,
+            "epochs": len(t.intermediate_values),
+            "seconds": t.duration.total_seconds() if t.duration else None,
+            "params": t.params,
+        }
+        for t in trials
+    ]
     return {
         "counts": trial_counts(study),
         "best_trial": None if best is None else best.number,
@@ -190,17 +244,25 @@ def run_plan(driver: Driver, plan: Plan, *, work: Path, source: Path, dry: bool)
     summary: dict[str, Any] = {"mode": driver.record["mode"], "plan": asdict(plan)}
     root, export, record = work / "root", work / "final", work / "final.json"
     data_dir = unpack_data(source, work / "data")
-    search = boxed_step(driver, "search", search_command(plan, root=root, data_dir=data_dir, dry=dry),
-                        box=plan.search_s)
+    search = boxed_step(
+        driver, "search", search_command(plan, root=root, data_dir=data_dir, dry=dry), box=plan.search_s
+    )
     summary["search"] = {"seconds": search.seconds, "status": search.status, **study_record(root)}
     write_json(driver.out / "fashion.json", summary)
     if not summary["search"]["counts"].get("complete"):
         driver.say("final: skipped, no complete trial")
         return summary
-    final = boxed_step(driver, "final", final_command(root=root, data_dir=data_dir, export=export, record=record,
-                                                      dry=dry), box=plan.final_s)
-    summary["final"] = {"seconds": final.seconds, "status": final.status,
-                        **(json.loads(record.read_text()) if record.is_file() else {})}
+    final = boxed_step(
+        driver,
+        "final",
+        final_command(root=root, data_dir=data_dir, export=export, record=record, dry=dry),
+        box=plan.final_s,
+    )
+    summary["final"] = {
+        "seconds": final.seconds,
+        "status": final.status,
+        **(json.loads(record.read_text()) if record.is_file() else {}),
+    }
     write_json(driver.out / "fashion.json", summary)
     for name in EXPORTED:
         if (export / name).is_file():
@@ -211,8 +273,10 @@ def run_plan(driver: Driver, plan: Plan, *, work: Path, source: Path, dry: bool)
 def headline(summary: dict[str, Any]) -> str:
     final, search = summary.get("final", {}), summary.get("search", {})
     test = final.get("test", {}).get("test_acc1")
-    return (f"test top-1 {test if test is None else f'{test:.4f}'}; search {search.get('seconds')} s, "
-            f"trials {search.get('counts')}; final {final.get('status', 'not run')}")
+    return (
+        f"test top-1 {test if test is None else f'{test:.4f}'}; search {search.get('seconds')} s, "
+        f"trials {search.get('counts')}; final {final.get('status', 'not run')}"
+    )
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -227,8 +291,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="results folder (the device tool's $OUT)")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the same steps on the CPU, tiny sizes")
     parser.add_argument("--budget", type=float, help="seconds for the whole run [the plan's boxes plus 20]")
-    parser.add_argument("--data", type=Path, help=f"folder of the 4 idx.gz files [{CARRIED_DATA.name}, else {DEBIAN_DATA}]")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/fmnist-study"), help="stores, data and export [/tmp/fmnist-study]")
+    parser.add_argument(
+        "--data", type=Path, help=f"folder of the 4 idx.gz files [{CARRIED_DATA.name}, else {DEBIAN_DATA}]"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("/tmp/fmnist-study"), help="stores, data and export [/tmp/fmnist-study]"
+    )
     parser.add_argument("--wheels", type=Path, help="the carried wheels, checked against what is installed (card)")
     args = parser.parse_args(argv)
     if args.step is None and args.out is None:
@@ -247,10 +315,21 @@ def main(argv: Sequence[str]) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     signal.signal(signal.SIGTERM, _interrupt)
     with (args.out / "run.log").open("a") as log:
-        driver = Driver(out=args.out, logs=args.work / "root" / "logs", profile="fashion", plan=(),
-                        deadline=time.monotonic() + budget - RESERVE_S / 2, log=log)
-        driver.record.update(mode="cpu dry run" if args.cpu_dry_run else "gpu", budget_s=budget, plan=asdict(plan),
-                             data=str(source), command=" ".join(sys.argv))
+        driver = Driver(
+            out=args.out,
+            logs=args.work / "root" / "logs",
+            profile="fashion",
+            plan=(),
+            deadline=time.monotonic() + budget - RESERVE_S / 2,
+            log=log,
+        )
+        driver.record.update(
+            mode="cpu dry run" if args.cpu_dry_run else "gpu",
+            budget_s=budget,
+            plan=asdict(plan),
+            data=str(source),
+            command=" ".join(sys.argv),
+        )
         driver.say(f"budget {budget:.0f} s, {driver.record['mode']}, data {source}; out {args.out}")
         code, summary = 0, {}
         try:

@@ -39,8 +39,11 @@ def check_mlflow(tmp: Path) -> dict[str, str]:
     client.search_experiments(max_results=1)
     experiment = client.create_experiment("e", artifact_location=(tmp / "artifacts").resolve().as_uri())
     parent = client.create_run(experiment, run_name="study", tags={"hvit.role": "study", "hvit.study": "s"})
-    found = client.search_runs([experiment], filter_string="tags.`hvit.role` = 'study' AND tags.`hvit.study` = 's'",
-                               order_by=["attributes.start_time ASC"])
+    found = client.search_runs(
+        [experiment],
+        filter_string="tags.`hvit.role` = 'study' AND tags.`hvit.study` = 's'",
+        order_by=["attributes.start_time ASC"],
+    )
     assert [r.info.run_id for r in found] == [parent.info.run_id]
     run = client.create_run(experiment, run_name="trial-0", tags={"mlflow.parentRunId": parent.info.run_id}).info.run_id
     client.log_batch(run, params=[Param("model.depths", "[2, 2]"), Param("optim.lr", "0.001")])
@@ -52,8 +55,9 @@ def check_mlflow(tmp: Path) -> dict[str, str]:
     client.log_text(run, json.dumps({"a": 1}), "config.json")
     client.log_batch(run, tags=[RunTag("optuna.trial_state", "COMPLETE")])
     client.set_terminated(run, status="FINISHED")
-    local = mlflow.artifacts.download_artifacts(run_id=run, artifact_path="checkpoint/best.pth",
-                                                dst_path=str(tmp / "download"), tracking_uri=uri)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run, artifact_path="checkpoint/best.pth", dst_path=str(tmp / "download"), tracking_uri=uri
+    )
     assert Path(local).read_bytes() == checkpoint.read_bytes()
     get_artifact_repository(client.get_run(run).info.artifact_uri, tracking_uri=uri).delete_artifacts("checkpoint")
     assert client.get_run(run).data.metrics["val_acc1"] == 0.5
@@ -78,9 +82,13 @@ def check_optuna(tmp: Path) -> dict[str, str]:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp / "optuna.journal")))
-    study = optuna.create_study(study_name="s", storage=storage, direction="maximize",
-                                sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
-                                pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=3))
+    study = optuna.create_study(
+        study_name="s",
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2),
+        pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=4, reduction_factor=3),
+    )
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", 1e-4, 1e-2, log=True)
@@ -95,14 +103,20 @@ def check_optuna(tmp: Path) -> dict[str, str]:
     study.optimize(objective, n_trials=6)
     study.set_user_attr("hvit.target_trials", 6)
     assert len(optuna.load_study(study_name="s", storage=storage).get_trials(deepcopy=False)) == 6
-    rdb = optuna.storages.RDBStorage(f"sqlite:///{tmp / 'optuna.db'}", heartbeat_interval=60, grace_period=180,
-                                     heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
-                                     engine_kwargs={"pool_pre_ping": True})
+    rdb = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp / 'optuna.db'}",
+        heartbeat_interval=60,
+        grace_period=180,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(),
+        engine_kwargs={"pool_pre_ping": True},
+    )
     optuna.create_study(study_name="r", storage=rdb).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     optuna.create_study(sampler=optuna.samplers.CmaEsSampler(seed=0)).optimize(
-        lambda t: t.suggest_float("x", -1, 1) ** 2 + t.suggest_float("y", -1, 1) ** 2, n_trials=4)
+        lambda t: t.suggest_float("x", -1, 1) ** 2 + t.suggest_float("y", -1, 1) ** 2, n_trials=4
+    )
     optuna.create_study(sampler=optuna.samplers.GridSampler({"x": [1, 2]})).optimize(
-        lambda t: t.suggest_categorical("x", [1, 2]), n_trials=2)
+        lambda t: t.suggest_categorical("x", [1, 2]), n_trials=2
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         vis.plot_optimization_history(study)
@@ -130,8 +144,15 @@ def main() -> int:
     import sqlalchemy
 
     with tempfile.TemporaryDirectory(prefix="smoke-libs-") as tmp:
-        result = {"python": sys.version.split()[0], **check_mlflow(Path(tmp)), **check_optuna(Path(tmp)), **check_pydantic(),
-                  "sqlalchemy": sqlalchemy.__version__, "alembic": alembic.__version__, "ok": True}
+        result = {
+            "python": sys.version.split()[0],
+            **check_mlflow(Path(tmp)),
+            **check_optuna(Path(tmp)),
+            **check_pydantic(),
+            "sqlalchemy": sqlalchemy.__version__,
+            "alembic": alembic.__version__,
+            "ok": True,
+        }
     print(json.dumps(result))
     return 0
 

@@ -62,7 +62,26 @@ _EXPORTS = {
     "derive_seed": "seeding",
 }
 
-__all__ = list(_EXPORTS)
+__all__ = [  # the same names as _EXPORTS, spelled out for linters and type checkers
+    "BatchLoader",
+    "CIFAR100_CLASSES",
+    "CIFAR10_CLASSES",
+    "DATASET_NAMES",
+    "DatasetInfo",
+    "DatasetSplits",
+    "FASHION_MNIST_CLASSES",
+    "FASHION_MNIST_SYSTEM_DIR",
+    "FOLDER_PREFIX",
+    "Loaders",
+    "Split",
+    "derive_seed",
+    "describe_dataset",
+    "load_dataset",
+    "make_loaders",
+]
+
+
+assert set(__all__) == set(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -57,9 +57,7 @@ def sample_transform(augment: str, info: DatasetInfo) -> v2.Transform | None:
     return v2.Compose(steps)
 
 
-def _random_crop_flip(
-    images: torch.Tensor, *, pad: int, hflip: bool, generator: torch.Generator
-) -> torch.Tensor:
+def _random_crop_flip(images: torch.Tensor, *, pad: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
     """Per-sample random crop of a zero-padded batch, plus a per-sample mirror.
 
     Same distribution as v2.RandomCrop(padding=pad) then RandomHorizontalFlip:

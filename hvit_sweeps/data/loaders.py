@@ -166,6 +166,7 @@ class _TensorDataset(Dataset):
         if self.transform is None:
             index = key[0] if isinstance(key, tuple) else key
             return self.images[index], self.labels[index]
+        assert isinstance(key, tuple)  # the seeded sampler yields (index, seed) whenever there is a transform
         index, seed = key
         return seeded_call(seed, self.transform, self.images[index]), self.labels[index]
 
@@ -184,7 +185,7 @@ class _SeededShuffleSampler(Sampler):
         generator = epoch_generator(self.seed, self.epoch)
         order = torch.randperm(self.num_samples, generator=generator)
         seeds = torch.randint(2**62, (self.num_samples,), generator=generator)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        return iter(zip(order.tolist(), seeds.tolist(), strict=False))
 
 
 class _HostLoader(_EpochCounter):

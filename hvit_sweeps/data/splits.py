@@ -56,7 +56,9 @@ def load_dataset(config: DataConfig, *, seed: int) -> DatasetSplits:
     split as the test split too. ``seed`` changes only which samples go where.
     """
     if config.data_dir.exists() and not config.data_dir.is_dir():
-        raise HvitError(f"--data-dir {config.data_dir} is a file, not a folder: pass the folder that holds the datasets")
+        raise HvitError(
+            f"--data-dir {config.data_dir} is a file, not a folder: pass the folder that holds the datasets"
+        )
     raw = read_raw(config)
     pool = _stratified_subset(raw.train, config.max_train_samples, seed=seed)
     if raw.val is None:
@@ -99,7 +101,7 @@ def _stratified_partition(
     """
     generator = torch.Generator().manual_seed(seed)
     picked, rest = [], []
-    for cls, count in zip(labels.unique().tolist(), counts):
+    for cls, count in zip(labels.unique().tolist(), counts, strict=False):
         members = (labels == cls).nonzero().flatten()
         shuffled = members[torch.randperm(len(members), generator=generator)]
         picked.append(shuffled[:count])

@@ -114,9 +114,7 @@ def connect(
     close_orphan_runs(study, tracker)
     target = _settle_target(study, sweep, add_trials)
     experiment_id = tracker.experiment_id(sweep.study_name)
-    parent, created = tracker.parent_run(
-        experiment_id, sweep.study_name, tags={TAG_STUDY_FILE: sweep.spec_path.name}
-    )
+    parent, created = tracker.parent_run(experiment_id, sweep.study_name, tags={TAG_STUDY_FILE: sweep.spec_path.name})
     if created:
         _describe_parent(sweep, parent)
         write_view(sweep, experiment_id)

@@ -210,8 +210,10 @@ class TrialObjective:
             return True
         sign = 1 if self.sweep.spec.directions[0] == "maximize" else -1
         done = self.connected.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ranked = sorted([(v.values[0], v.user_attrs.get(ATTR_RUN_ID)) for v in done] + [(values[0], run_id)],
-                        key=lambda item: -sign * item[0])
+        ranked = sorted(
+            [(v.values[0], v.user_attrs.get(ATTR_RUN_ID)) for v in done] + [(values[0], run_id)],
+            key=lambda item: -sign * item[0],
+        )
         keep = {rid for _, rid in ranked[:top_k]}
         if run_id not in keep:
             return False

@@ -49,7 +49,7 @@ def open_storage(
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     if url is None or url.startswith("journal:"):
-        path = Path(url[len("journal:"):]) if url else root / JOURNAL_FILE
+        path = Path(url[len("journal:") :]) if url else root / JOURNAL_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split(":", 1)[0].split("+", 1)[0]

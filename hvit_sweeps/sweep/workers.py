@@ -150,7 +150,9 @@ def launch_workers(
     for index, env in enumerate(plans):
         log = open(log_dir / f"worker-{index}.log", "w")  # noqa: SIM115 - closed below
         command = [sys.executable, "-m", "hvit_sweeps", "worker", *worker_args, "--worker-index", str(index)]
-        processes.append((subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}), log))
+        processes.append(
+            (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}), log)
+        )
     try:
         forwarded = False
         while any(p.poll() is None for p, _ in processes):
