@@ -275,7 +275,12 @@ def run(
         int | None, Opt(min=1, help="Worker processes on this machine (default: 1, in this process).")
     ] = None,
     devices: Annotated[str | None, Opt(help="GPUs to pin workers to, round-robin, e.g. 0,1,2,3.")] = None,
-    trials_per_gpu: Annotated[int, Opt(min=1, help="Concurrent trials (worker processes) per GPU in --devices.")] = 1,
+    trials_per_gpu: Annotated[
+        str,
+        Opt(
+            help="Concurrent trials per GPU: a number, or auto (from the largest model's memory and the card; 1 without CUDA)."
+        ),
+    ] = "auto",
     resume: Annotated[
         bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")
     ] = False,
@@ -306,7 +311,8 @@ def run(
         cli=cli,
         heartbeat=heartbeat,
     )
-    plans = worker_plan(workers=workers, devices=devices.split(",") if devices else None, trials_per_gpu=trials_per_gpu)
+    gpus, per_gpu = _packing(sweep, devices.split(",") if devices else None, trials_per_gpu, workers=workers)
+    plans = worker_plan(workers=workers, devices=gpus, trials_per_gpu=per_gpu)
     # Check the data before creating anything: a study is never bound to data it could not load.
     console.print(f"loading data: {sweep.base_config.data.dataset}")
     splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
@@ -389,6 +395,30 @@ def worker(
     console.print(f"worker {index}: ran {summary.ran} trials, stopped: {summary.reason}")
     if worker_index is None:
         finalize(sweep, connected)  # a standalone worker may be the last one; runs started by `run` leave this to it
+
+
+def _packing(
+    sweep: Sweep, devices: list[str] | None, trials_per_gpu: str, *, workers: int | None
+) -> tuple[list[str] | None, int]:
+    """GPUs to pin workers to and trials per GPU; with `auto` on a CUDA host, every visible GPU is packed."""
+    if trials_per_gpu != "auto":
+        if not trials_per_gpu.isdigit() or int(trials_per_gpu) < 1:
+            raise typer.BadParameter(f"{trials_per_gpu!r}: a positive number, or auto", param_hint="--trials-per-gpu")
+        return devices, int(trials_per_gpu)
+    if workers is not None or not sweep.base_config.runtime.device.startswith(("auto", "cuda")):
+        return devices, 1  # processes asked for by count, or a CPU or MPS run: nothing to pack
+    import torch
+
+    from hvit_sweeps import packing
+    from hvit_sweeps.console import console
+
+    card = packing.probe_card(devices)
+    if card is None:
+        return devices, 1  # no CUDA here: one process, as before
+    gpus = devices or [str(i) for i in range(torch.cuda.device_count())]
+    chosen = packing.choose_trials_per_gpu(packing.study_trial_bytes(sweep.spec, sweep.cli), card, gpus=len(gpus))
+    console.print(chosen.reason)
+    return gpus, chosen.k
 
 
 def _run_slot(sweep: Sweep) -> tuple[int, IO[str]]:

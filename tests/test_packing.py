@@ -97,3 +97,35 @@ def test_probe_reads_the_card_with_least_free_memory(monkeypatch: pytest.MonkeyP
 def test_probe_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert packing.probe_card() is None
+
+
+def _smoke_sweep(cli: dict) -> object:
+    from pathlib import Path
+
+    from hvit_sweeps.sweep import Sweep
+
+    spec, path = load_study("smoke", cli=cli)
+    return Sweep(
+        spec=spec,
+        spec_path=path,
+        study_name="smoke",
+        storage_url=None,
+        tracking_uri="sqlite://",
+        root=Path("x"),
+        cli=cli,
+    )
+
+
+# `run` with no packing flag packs every visible GPU on a CUDA host, and runs one process on a CPU host.
+def test_run_packs_every_visible_gpu_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hvit_sweeps.cli import _packing
+
+    monkeypatch.setattr(packing, "probe_card", lambda devices: H100)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(packing.os, "cpu_count", lambda: 16)  # a GPU host's cores, not this machine's
+    gpus, k = _packing(_smoke_sweep({}), None, "auto", workers=None)
+    assert gpus == ["0", "1"] and 1 < k <= packing.MAX_USEFUL_K
+    monkeypatch.setattr(packing, "probe_card", lambda devices: None)  # no CUDA
+    assert _packing(_smoke_sweep({}), None, "auto", workers=None) == (None, 1)
+    assert _packing(_smoke_sweep({"runtime.device": "cpu"}), None, "auto", workers=None) == (None, 1)
+    assert _packing(_smoke_sweep({}), ["1"], "3", workers=None) == (["1"], 3)  # an explicit K wins
