@@ -9,10 +9,12 @@ flag value ends as one ``error:`` line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +23,7 @@ import typer
 from typer.core import TyperGroup
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.flags import config_flags, override_args, parse_sets, set_args
+from hvit_sweeps.flags import config_flags, option_group, override_args, parse_sets, set_args
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
     ATTR_RUN_ID,
@@ -35,7 +37,10 @@ if TYPE_CHECKING:
     import optuna
 
     from hvit_sweeps.config import TrainConfig
+    from hvit_sweeps.console import SweepDashboard
+    from hvit_sweeps.data import DatasetSplits
     from hvit_sweeps.sweep import Connected, Sweep
+    from hvit_sweeps.tracking import Tracker
 
 __all__ = ["app", "main"]
 
@@ -220,32 +225,61 @@ HeartbeatOpt = Annotated[
 SWEEP_CONFIG_PATHS = ("data.dataset", "data.data_dir", "runtime.device", "seed")
 
 
-def _make_sweep(
-    study: str,
-    *,
-    study_name: str | None,
-    storage: str | None,
-    tracking_uri: str | None,
-    root: Path,
-    cli: dict[str, Any],
-    heartbeat: int,
-) -> Sweep:
-    from hvit_sweeps.study import load_study
-    from hvit_sweeps.sweep import Sweep
+@dataclass(frozen=True)
+class SweepOptions:
+    """What names a study, its stores and its overrides: the options `run` and `worker` share."""
 
-    if storage is None or tracking_uri is None:
-        _check_root(root)
-    spec, path = load_study(study, cli=cli)
-    return Sweep(
-        spec=spec,
-        spec_path=path.resolve(),
-        study_name=study_name or spec.name,
-        storage_url=storage,
-        tracking_uri=tracking_uri,
-        root=root,
-        cli=cli,
-        heartbeat=heartbeat,
-    )
+    study: str
+    study_name: str | None
+    storage: str | None
+    tracking_uri: str | None
+    sets: list[str] | None
+    root: Path
+    heartbeat: int
+    timeout: float | None
+
+    def sweep(self, config_layer: dict[str, Any]) -> Sweep:
+        """The study file loaded and checked with the flags over it, ready to connect."""
+        from hvit_sweeps.study import load_study
+        from hvit_sweeps.sweep import Sweep
+
+        if self.storage is None or self.tracking_uri is None:
+            _check_root(self.root)
+        cli = {**config_layer, **parse_sets(self.sets)}
+        spec, path = load_study(self.study, cli=cli)
+        return Sweep(
+            spec=spec,
+            spec_path=path.resolve(),
+            study_name=self.study_name or spec.name,
+            storage_url=self.storage,
+            tracking_uri=self.tracking_uri,
+            root=self.root,
+            cli=cli,
+            heartbeat=self.heartbeat,
+        )
+
+
+def _option(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_LOCATION = [
+    _option("study", StudyOpt),
+    _option("study_name", StudyNameOpt, None),
+    _option("storage", StorageOpt, None),
+    _option("tracking_uri", TrackingOpt, None),
+    _option("root", RootOpt, Path("mlruns")),
+]
+sweep_options = option_group(
+    "opts",
+    [
+        *_LOCATION,
+        _option("set_", SetOpt, None),
+        _option("heartbeat", HeartbeatOpt, 60),
+        _option("timeout", TimeoutOpt, None),
+    ],
+    lambda set_, **values: SweepOptions(sets=set_, **values),
+)
 
 
 def _check_root(root: Path) -> None:
@@ -261,16 +295,11 @@ def _check_root(root: Path) -> None:
 
 
 @app.command()
+@sweep_options
 @config_flags(only=SWEEP_CONFIG_PATHS)
 def run(
     *,
-    study: StudyOpt,
     trials: Annotated[int | None, Opt(min=1, help="Trials to add (default: the study file's trials).")] = None,
-    timeout: TimeoutOpt = None,
-    study_name: StudyNameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    set_: SetOpt = None,
     workers: Annotated[
         int | None, Opt(min=1, help="Worker processes on this machine (default: 1, in this process).")
     ] = None,
@@ -284,33 +313,16 @@ def run(
     resume: Annotated[
         bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")
     ] = False,
-    root: RootOpt = Path("mlruns"),
-    heartbeat: HeartbeatOpt = 60,
+    opts: SweepOptions,
     config_layer: dict[str, Any],
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.data import load_dataset
     from hvit_sweeps.interrupt import graceful_interrupts
-    from hvit_sweeps.sweep import (
-        close_study_run,
-        connect,
-        finalize,
-        launch_workers,
-        run_worker,
-        worker_plan,
-    )
+    from hvit_sweeps.sweep import close_study_run, connect, finalize, worker_plan
 
-    cli = {**config_layer, **parse_sets(set_)}
-    sweep = _make_sweep(
-        study,
-        study_name=study_name,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        root=root,
-        cli=cli,
-        heartbeat=heartbeat,
-    )
+    sweep = opts.sweep(config_layer)
     gpus, per_gpu = _packing(sweep, devices.split(",") if devices else None, trials_per_gpu, workers=workers)
     plans = worker_plan(workers=workers, devices=gpus, trials_per_gpu=per_gpu)
     # Check the data before creating anything: a study is never bound to data it could not load.
@@ -326,22 +338,11 @@ def run(
             graceful_interrupts(console.print),
             SweepDashboard(study_name=sweep.study_name, target=connected.target, metric_names=names) as dash,
         ):
-            dash.refresh(connected.study)
-            if len(plans) == 1 and not plans[0]:
-                run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits)
-            else:
-                del splits  # each worker loads its own
-                args = _worker_args(sweep, timeout=timeout)
-                log_dir = root / "logs" / sweep.study_name
-                codes = launch_workers(
-                    plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study)
-                )
-                if any(codes):
-                    console.print(f"[red]workers exited with {codes}[/red]: see {log_dir}/worker-*.log")
+            _run_trials(sweep, connected, plans, splits, dash=dash, timeout=opts.timeout)
     except KeyboardInterrupt:
         close_study_run(sweep, connected, "KILLED")
         console.print("interrupted: finished trials are saved; the one in progress is closed and will run again.")
-        console.print(f"continue with: {_resume_command(sweep, study)}", soft_wrap=True)
+        console.print(f"continue with: {_resume_command(sweep, opts.study)}", soft_wrap=True)
         raise typer.Exit(130) from None
     except BaseException:
         close_study_run(sweep, connected, "FAILED")
@@ -352,19 +353,13 @@ def run(
 
 
 @app.command()
+@sweep_options
 @config_flags(only=SWEEP_CONFIG_PATHS)
 def worker(
     *,
-    study: StudyOpt,
     trials: Annotated[int | None, Opt(min=1, help="Stop this worker after this many trials.")] = None,
-    timeout: TimeoutOpt = None,
-    study_name: StudyNameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    set_: SetOpt = None,
     worker_index: Annotated[int | None, Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
-    root: RootOpt = Path("mlruns"),
-    heartbeat: HeartbeatOpt = 60,
+    opts: SweepOptions,
     config_layer: dict[str, Any],
 ) -> None:
     """Join a study and run its trials until its target is reached (one process of many)."""
@@ -372,23 +367,14 @@ def worker(
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
-    cli = {**config_layer, **parse_sets(set_)}
-    sweep = _make_sweep(
-        study,
-        study_name=study_name,
-        storage=storage,
-        tracking_uri=tracking_uri,
-        root=root,
-        cli=cli,
-        heartbeat=heartbeat,
-    )
+    sweep = opts.sweep(config_layer)
     # A worker started by hand or by compose gets a seed offset from its pid.
     index = worker_index if worker_index is not None else os.getpid() % 100_000
     connected = connect(sweep, worker_index=index, workers=2)
     console.print(f"worker {index} on study {sweep.study_name}: target {connected.target} trials")
     try:
         with graceful_interrupts(console.print):
-            summary = run_worker(sweep, connected, max_trials=trials, timeout=timeout)
+            summary = run_worker(sweep, connected, max_trials=trials, timeout=opts.timeout)
     except KeyboardInterrupt:
         console.print("interrupted: the current trial was closed; start the worker again to continue")
         raise typer.Exit(130) from None
@@ -456,6 +442,30 @@ def _resume_command(sweep: Sweep, study: str) -> str:
         args += ["--tracking-uri", sweep.tracking_uri]
     args += override_args(sweep.cli, flag_paths=SWEEP_CONFIG_PATHS)
     return shlex.join([*args, "--resume"])
+
+
+def _run_trials(
+    sweep: Sweep,
+    connected: Connected,
+    plans: list[dict[str, str]],
+    splits: DatasetSplits,
+    *,
+    dash: SweepDashboard,
+    timeout: float | None,
+) -> None:
+    """The trials of `run`: in this process, or in one worker process per plan, shown live."""
+    from hvit_sweeps.console import console
+    from hvit_sweeps.sweep import launch_workers, run_worker
+
+    dash.refresh(connected.study)
+    if len(plans) == 1 and not plans[0]:
+        run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits)
+        return
+    log_dir = sweep.root / "logs" / sweep.study_name
+    args = _worker_args(sweep, timeout=timeout)
+    codes = launch_workers(plans, worker_args=args, log_dir=log_dir, poll=lambda: dash.refresh(connected.study))
+    if any(codes):
+        console.print(f"[red]workers exited with {codes}[/red]: see {log_dir}/worker-*.log")
 
 
 def _worker_args(sweep: Sweep, *, timeout: float | None) -> list[str]:
@@ -527,49 +537,68 @@ def _run_links(trials: list[optuna.trial.FrozenTrial], *, experiment_id: str | N
     return lines
 
 
-def _load_existing(study: str, study_name: str | None, storage: str | None, root: Path) -> optuna.Study:
-    import optuna
+@dataclass(frozen=True)
+class StudyRef:
+    """Where an existing study lives: the options `show`, `best` and `report` share."""
 
-    from hvit_sweeps.study import load_study
-    from hvit_sweeps.sweep import open_storage
+    study: str
+    study_name: str | None
+    storage: str | None
+    tracking_uri: str | None
+    root: Path
 
-    if study_name is None:
-        looks_like_file = study.endswith(".toml") or "/" in study
-        study_name = load_study(study)[0].name if looks_like_file else study
-    opened = open_storage(storage, root=root)
-    try:
-        return optuna.load_study(study_name=study_name, storage=opened)
-    except KeyError:
-        where = storage or f"{root}/{JOURNAL_FILE}"
-        raise HvitError(
-            f"no study named {study_name!r} in {where}: run `hvit-sweep run --study {study_name}` first, or pass --storage"
-        ) from None
+    def load(self) -> optuna.Study:
+        """The study from its storage; an unknown name is one line that says how to create it."""
+        import optuna
+
+        from hvit_sweeps.study import load_study
+        from hvit_sweeps.sweep import open_storage
+
+        name = self.study_name
+        if name is None:
+            looks_like_file = self.study.endswith(".toml") or "/" in self.study
+            name = load_study(self.study)[0].name if looks_like_file else self.study
+        opened = open_storage(self.storage, root=self.root)
+        try:
+            return optuna.load_study(study_name=name, storage=opened)
+        except KeyError:
+            where = self.storage or f"{self.root}/{JOURNAL_FILE}"
+            raise HvitError(
+                f"no study named {name!r} in {where}: run `hvit-sweep run --study {name}` first, or pass --storage"
+            ) from None
+
+    def tracker(self) -> Tracker:
+        """The study's MLflow store, checked to answer."""
+        from hvit_sweeps.tracking import Tracker
+
+        tracker = Tracker(self.tracking_uri, root=self.root)
+        tracker.check_reachable()
+        return tracker
+
+
+study_ref = option_group("ref", _LOCATION, StudyRef)
 
 
 @app.command()
-def show(
-    study: StudyOpt,
-    study_name: StudyNameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    root: RootOpt = Path("mlruns"),
-) -> None:
+@study_ref
+def show(*, ref: StudyRef) -> None:
     """List a study's trials: state, value, params, epochs and duration, and each trial's MLflow run."""
     from hvit_sweeps.console import console, sweep_summary, trials_table
 
-    loaded = _load_existing(study, study_name, storage, root)
+    loaded = ref.load()
     names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
     trials = loaded.get_trials(deepcopy=False)
     console.print(trials_table(trials, title=f"study {loaded.study_name}", metric_names=names))
     console.print(sweep_summary(loaded, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
-    for line in _run_links(trials, experiment_id=experiment, base=_ui_base(tracking_uri)):
+    for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
         console.print(line, soft_wrap=True)  # a link must not be folded
 
 
 @app.command()
+@study_ref
 def best(
-    study: StudyOpt,
+    *,
     export: Annotated[
         Path | None, Opt(help="Write checkpoint, config.json, metrics.json and MODEL_CARD.md here.")
     ] = None,
@@ -584,27 +613,22 @@ def best(
     alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
     seed: Annotated[int | None, Opt(min=0, help="--retrain: the final run's seed (default: the trial's + 1).")] = None,
     set_: SetOpt = None,
-    study_name: StudyNameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    root: RootOpt = Path("mlruns"),
+    ref: StudyRef,
 ) -> None:
     """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
     from hvit_sweeps.console import best_trials, console, trials_table
     from hvit_sweeps.export import export_trials
-    from hvit_sweeps.tracking import Tracker
 
-    loaded = _load_existing(study, study_name, storage, root)
+    loaded = ref.load()
     if retrain:
         _retrain(
             loaded,
+            ref.tracker(),
             export=export,
             registry_name=registry_name,
             alias=alias,
             seed=seed,
             overrides=parse_sets(set_),
-            tracking_uri=tracking_uri,
-            root=root,
         )
         return
     chosen = best_trials(loaded, top=top)
@@ -615,36 +639,30 @@ def best(
     console.print(trials_table(chosen, title=title, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
     for trial, line in zip(
-        chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(tracking_uri)), strict=False
+        chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(ref.tracking_uri)), strict=False
     ):
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         console.print(f"{line}\n  checkpoint: runs:/{run_id}/{CHECKPOINT_ARTIFACT}", soft_wrap=True)
     if export is not None:
-        tracker = Tracker(tracking_uri, root=root)
-        tracker.check_reachable()
-        for path in export_trials(loaded, chosen, tracker=tracker, dest=export):
+        for path in export_trials(loaded, chosen, tracker=ref.tracker(), dest=export):
             console.print(f"exported {path}")
 
 
 def _retrain(
     loaded: optuna.Study,
+    tracker: Tracker,
     *,
     export: Path | None,
     registry_name: str | None,
     alias: str,
     seed: int | None,
     overrides: dict[str, Any],
-    tracking_uri: str | None,
-    root: Path,
 ) -> None:
     from hvit_sweeps.console import TrainProgress, console
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.keys import ATTR_EPOCHS
     from hvit_sweeps.retrain import best_complete_trial, retrain_best
-    from hvit_sweeps.tracking import Tracker
 
-    tracker = Tracker(tracking_uri, root=root)
-    tracker.check_reachable()
     source = best_complete_trial(loaded)  # no complete trial: one line, exit 2
     epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
     with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
@@ -669,24 +687,19 @@ def _retrain(
 
 
 @app.command()
+@study_ref
 def report(
-    study: StudyOpt,
+    *,
     out: Annotated[Path | None, Opt(help="The HTML file to write (default: report-<study>.html).")] = None,
     top: Annotated[int, Opt(min=1, help="How many of the best trials to show.")] = 5,
-    study_name: StudyNameOpt = None,
-    storage: StorageOpt = None,
-    tracking_uri: TrackingOpt = None,
-    root: RootOpt = Path("mlruns"),
+    ref: StudyRef,
 ) -> None:
     """Write one self-contained HTML page for a study: summary, best trials, plots and visuals."""
     from hvit_sweeps.console import console
     from hvit_sweeps.report import build_report
-    from hvit_sweeps.tracking import Tracker
 
-    loaded = _load_existing(study, study_name, storage, root)
-    tracker = Tracker(tracking_uri, root=root)
-    tracker.check_reachable()
-    path = build_report(loaded, tracker=tracker, out=out or Path(f"report-{loaded.study_name}.html"), top=top)
+    loaded = ref.load()
+    path = build_report(loaded, tracker=ref.tracker(), out=out or Path(f"report-{loaded.study_name}.html"), top=top)
     console.print(f"report: {path}")
 
 

@@ -83,8 +83,7 @@ def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
     lines = [
         f"# HViT from study `{summary['study']}`, trial {summary['trial']}",
         "",
-        "A hierarchical Vision Transformer (PiT-lite): strided-conv patch stem, "
-        f"{len(model.depths)} stages of pre-norm transformer blocks with depthwise-conv pooling between them.",
+        f"A hierarchical Vision Transformer (PiT-lite): strided-conv patch stem, {_stages_phrase(len(model.depths))}.",
         "",
         "| | |",
         "|---|---|",
@@ -98,20 +97,25 @@ def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
         "",
         "## Evaluate",
         "",
-        "```bash",
-        f"hvit-sweep eval --checkpoint best.pth --data-dir {shlex.quote(str(config.data.data_dir))}",
-        "```",
-        "",
+        *bash_block(f"hvit-sweep eval --checkpoint best.pth --data-dir {shlex.quote(str(config.data.data_dir))}"),
         "The validation split is rebuilt from the saved seed, so `val` reproduces the metrics above.",
         "",
         "## Reproduce",
         "",
-        "```bash",
-        reproduce_command(config),
-        "```",
-        "",
+        *bash_block(reproduce_command(config)),
     ]
     return "\n".join(lines)
+
+
+def bash_block(command: str) -> list[str]:
+    """A Markdown code block holding one shell command, then a blank line."""
+    return ["```bash", command, "```", ""]
+
+
+def _stages_phrase(stages: int) -> str:
+    if stages == 1:
+        return "one stage of pre-norm transformer blocks (no pooling)"
+    return f"{stages} stages of pre-norm transformer blocks with depthwise-conv pooling between them"
 
 
 def _join(values: tuple[int, ...]) -> str:

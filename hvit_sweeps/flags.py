@@ -37,6 +37,7 @@ __all__ = [
     "config_flag_table",
     "config_flags",
     "config_layer",
+    "option_group",
     "override_args",
     "parse_sets",
     "reproduce_command",
@@ -173,7 +174,35 @@ def _int_tuple(value: str, option: str) -> tuple[int, ...]:
         raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 64,128,256") from None
 
 
-def config_flags(*, only: Iterable[str] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def option_group(name: str, params: list[inspect.Parameter], collect: Callable[..., Any]) -> Decorator:
+    """Give a Typer command the options ``params``, passed to it as one value.
+
+    The command declares a keyword parameter ``name``; it receives
+    ``collect(**the values of params)``. Commands that share a group of options
+    declare it once, and the command's body reads one typed value, not a dozen flags.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(command, eval_str=True).parameters
+        kept = [p for key, p in own.items() if key != name]
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> Any:
+            group = collect(**{p.name: values.pop(p.name) for p in params})
+            return command(**values, **{name: group})
+
+        # Typer reads the signature: the command's own options first, then the group's.
+        wrapper.__signature__ = inspect.Signature([*kept, *params])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*kept, *params]}
+        return wrapper
+
+    return decorate
+
+
+def config_flags(*, only: Iterable[str] | None = None) -> Decorator:
     """Give a Typer command one flag per config field (or the ``only`` paths).
 
     The command declares a parameter ``config_layer: dict[str, Any]``; it receives
@@ -181,26 +210,11 @@ def config_flags(*, only: Iterable[str] | None = None) -> Callable[[Callable[...
     """
     wanted = set(only) if only is not None else None
     flags = [f for f in config_flag_table().values() if wanted is None or f.path in wanted]
-
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        own = inspect.signature(command, eval_str=True).parameters
-        kept = [p for name, p in own.items() if name != "config_layer"]
-        added = [
-            inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=f.annotation())
-            for f in flags
-        ]
-
-        @functools.wraps(command)
-        def wrapper(**values: Any) -> Any:
-            layer = config_layer({f.param: values.pop(f.param, None) for f in flags})
-            return command(**values, config_layer=layer)
-
-        # Typer reads the signature: the command's own options first, then the config's.
-        wrapper.__signature__ = inspect.Signature([*kept, *added])  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {p.name: p.annotation for p in [*kept, *added]}
-        return wrapper
-
-    return decorate
+    params = [
+        inspect.Parameter(f.param, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=f.annotation())
+        for f in flags
+    ]
+    return option_group("config_layer", params, lambda **values: config_layer(values))
 
 
 def config_layer(values: Mapping[str, Any]) -> dict[str, Any]:

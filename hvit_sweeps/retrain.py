@@ -38,6 +38,7 @@ from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.export import bash_block
 from hvit_sweeps.flags import reproduce_command
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
@@ -514,24 +515,15 @@ def final_model_card(result: RetrainResult) -> str:
         "",
         "## Evaluate",
         "",
-        "```bash",
-        evaluate,
-        "```",
-        "",
+        *bash_block(evaluate),
         "Only `test` is held out: this config's val split is part of what the final model trained on.",
         "",
         "## Reproduce",
         "",
-        "```bash",
-        retrain,
-        "```",
-        "",
+        *bash_block(retrain),
         "The same config trained on train alone (val held out, best epoch kept):",
         "",
-        "```bash",
-        reproduce_command(config),
-        "```",
-        "",
+        *bash_block(reproduce_command(config)),
     ]
     return "\n".join(lines)
 

@@ -33,6 +33,7 @@ from hvit_sweeps.data import (
     BatchLoader,
     DatasetInfo,
     DatasetSplits,
+    Loaders,
     derive_seed,
     load_dataset,
     make_loaders,
@@ -252,42 +253,71 @@ def train(
         _tell(callbacks, "loading data")
         splits = load_dataset(config.data, seed=config.seed)
     _check_data_matches(config, splits.info)
+    _tell(callbacks, "building model")
+    run = _build_run(config, splits, device, resume=resume, select=select)
+    for callback in callbacks:
+        callback.on_train_start(run.plan)
+    status, reason, epoch = _train_epochs(run, config, callbacks, best_checkpoint=best_checkpoint)
+    test_metrics = _finish_run(run, config, resume=resume, best_checkpoint=best_checkpoint)
+    return TrainResult(
+        status=status,
+        reason=reason,
+        epochs_run=epoch,
+        best_epoch=run.best.epoch,
+        best_metrics=run.best.metrics,
+        history=run.history,
+        test_metrics=test_metrics,
+        model_stats=run.plan.model_stats,
+        dataset=splits.info,
+        dataset_fingerprint=splits.fingerprint,
+        dataset_sizes=splits.sizes,
+        notes=runtime_notes(config.runtime, device),
+    )
+
+
+@dataclass
+class _Run:
+    """Everything one training run holds between its epochs."""
+
+    model: nn.Module
+    compiled: nn.Module
+    loaders: Loaders
+    step: StepFn
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    precision: Precision
+    memory_format: torch.memory_format
+    saver: _Saver
+    history: list[dict[str, float]]
+    best: _Best
+    plan: RunPlan
+
+
+def _build_run(
+    config: TrainConfig,
+    splits: DatasetSplits,
+    device: torch.device,
+    *,
+    resume: Checkpoint | None,
+    select: Literal["best", "last"],
+) -> _Run:
+    """Loaders, model (restored when resuming), optimizer, schedule and the step, ready for epoch one."""
     loaders = make_loaders(splits, config.data, device=device, seed=config.seed)
     precision = Precision.from_runtime(config.runtime, device)
-    notes = runtime_notes(config.runtime, device)
-
-    _tell(callbacks, "building model")
     model = build_model(config.model).to(device)
-    start_epoch, history, best = 1, [], _Best(config.monitor_mode if select == "best" else "last")
-    if resume is not None:
-        _check_resumable(config, resume)
-        model.load_state_dict(load_model(resume).state_dict())
-        start_epoch = resume.epoch + 1
-        history = list(resume.training_state.get("history", []))
-        best = _Best.restore(config.monitor_mode, resume.training_state.get("best", {}))
+    start_epoch, history, best = _restore_progress(model, config, resume, select)
     stats = model_stats(model, config)
     memory_format = torch.channels_last if config.runtime.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-
     use_graphs = step_mode(config.runtime, device) == "cuda-graph"
-    steps_per_epoch = len(loaders.train)
     optimizer = _make_optimizer(model, config.optim, device, capturable=use_graphs)
-    scheduler = _make_schedule(optimizer, config.optim, steps_per_epoch, config.epochs)
+    scheduler = _make_schedule(optimizer, config.optim, len(loaders.train), config.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.needs_scaler)
     if resume is not None and "optimizer" in resume.training_state:
-        optimizer.load_state_dict(resume.training_state["optimizer"])
-        scheduler.load_state_dict(resume.training_state["scheduler"])
-        scaler.load_state_dict(resume.training_state["scaler"])
-        # The loaded lr belongs to the old run's length; recompute it for this one.
-        scheduler.last_epoch -= 1
-        scheduler.step()
-
+        _restore_optimization(resume, optimizer, scheduler, scaler)
     compiled = model if config.runtime.compile == "off" else _compile(model, config.runtime.compile)
     step: StepFn = _make_step(compiled, optimizer, scaler, precision, config.optim, memory_format)
     if use_graphs:
         step = _GraphedStep(step, optimizer)
-
-    saver = _Saver(model, config, list(splits.info.class_names), optimizer, scheduler, scaler)
     plan = RunPlan(
         dataset=splits.info,
         sizes=splits.sizes,
@@ -298,56 +328,90 @@ def train(
         step_mode=step_mode(config.runtime, device),
         epochs=config.epochs,
         start_epoch=start_epoch,
-        batches_per_epoch=steps_per_epoch,
+        batches_per_epoch=len(loaders.train),
     )
-    for callback in callbacks:
-        callback.on_train_start(plan)
-    status: Literal["completed", "stopped", "diverged"] = "completed"
-    reason = f"trained {config.epochs} epochs"
-    epoch = start_epoch - 1
-    for epoch in range(start_epoch, config.epochs + 1):
+    saver = _Saver(model, config, list(splits.info.class_names), optimizer, scheduler, scaler)
+    return _Run(model, compiled, loaders, step, scheduler, precision, memory_format, saver, history, best, plan)
+
+
+def _restore_progress(
+    model: nn.Module, config: TrainConfig, resume: Checkpoint | None, select: Literal["best", "last"]
+) -> tuple[int, list[dict[str, float]], _Best]:
+    """The first epoch to run, the history so far and the best epoch so far (a resumed run continues them)."""
+    if resume is None:
+        return 1, [], _Best(config.monitor_mode if select == "best" else "last")
+    _check_resumable(config, resume)
+    model.load_state_dict(load_model(resume).state_dict())
+    history = list(resume.training_state.get("history", []))
+    return resume.epoch + 1, history, _Best.restore(config.monitor_mode, resume.training_state.get("best", {}))
+
+
+def _restore_optimization(
+    resume: Checkpoint,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+) -> None:
+    optimizer.load_state_dict(resume.training_state["optimizer"])
+    scheduler.load_state_dict(resume.training_state["scheduler"])
+    scaler.load_state_dict(resume.training_state["scaler"])
+    # The loaded lr belongs to the old run's length; recompute it for this one.
+    scheduler.last_epoch -= 1
+    scheduler.step()
+
+
+def _train_epochs(
+    run: _Run,
+    config: TrainConfig,
+    callbacks: Sequence[Callback],
+    *,
+    best_checkpoint: Literal["each_improvement", "at_end"],
+) -> tuple[Literal["completed", "stopped", "diverged"], str, int]:
+    """The epoch loop: train, validate, keep the best, save, ask the callbacks; returns how it ended."""
+    epoch = run.plan.start_epoch - 1
+    for epoch in range(run.plan.start_epoch, config.epochs + 1):
         seed_epoch(config.seed, epoch)
-        loaders.train.set_epoch(epoch)
-        metrics = _run_epoch(compiled, loaders, step, scheduler, precision, memory_format, callbacks)
-        history.append({"epoch": epoch, **metrics})
+        run.loaders.train.set_epoch(epoch)
+        metrics = _run_epoch(
+            run.compiled, run.loaders, run.step, run.scheduler, run.precision, run.memory_format, callbacks
+        )
+        run.history.append({"epoch": epoch, **metrics})
         if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
-            status, reason = "diverged", f"non-finite loss at epoch {epoch}"
-            break
-        if best.update(epoch, metrics, config.monitor, model) and best_checkpoint == "each_improvement":
-            saver.save(config.checkpoint_path, epoch=epoch, metrics=metrics, history=history, best=best)
+            return "diverged", f"non-finite loss at epoch {epoch}", epoch
+        if run.best.update(epoch, metrics, config.monitor, run.model) and best_checkpoint == "each_improvement":
+            run.saver.save(config.checkpoint_path, epoch=epoch, metrics=metrics, history=run.history, best=run.best)
         if config.save_final:
-            saver.save(config.last_checkpoint_path, epoch=epoch, metrics=metrics, history=history, best=best)
+            run.saver.save(
+                config.last_checkpoint_path, epoch=epoch, metrics=metrics, history=run.history, best=run.best
+            )
         report = EpochReport(epoch=epoch, epochs=config.epochs, metrics=metrics)
         stop = [r for r in (cb.on_epoch_end(report) for cb in callbacks) if r]
         if stop:
-            status, reason = "stopped", stop[0]
-            break
+            return "stopped", stop[0], epoch
+    return "completed", f"trained {config.epochs} epochs", epoch
 
+
+def _finish_run(
+    run: _Run, config: TrainConfig, *, resume: Checkpoint | None, best_checkpoint: Literal["each_improvement", "at_end"]
+) -> dict[str, float]:
+    """Load the best weights (the run's result), write the one checkpoint of a sweep trial, test once if asked."""
+    best = run.best
     if config.evaluate_test and best.state is None and resume is not None:
         best.state = _saved_best_weights(config)
     if best.state is not None:
-        model.load_state_dict(best.state)  # the run's result is its best epoch
+        run.model.load_state_dict(best.state)  # the run's result is its best epoch
     if best_checkpoint == "at_end" and best.state is not None:
-        saver.save(
-            config.checkpoint_path, epoch=best.epoch, metrics=best.metrics, history=history, best=best, resumable=False
+        run.saver.save(
+            config.checkpoint_path,
+            epoch=best.epoch,
+            metrics=best.metrics,
+            history=run.history,
+            best=best,
+            resumable=False,
         )
-    test_metrics: dict[str, float] = {}
     if config.evaluate_test and best.state is not None:
-        test_metrics = _prefixed("test", evaluate(compiled, loaders.test, precision, memory_format))
-    return TrainResult(
-        status=status,
-        reason=reason,
-        epochs_run=epoch,
-        best_epoch=best.epoch,
-        best_metrics=best.metrics,
-        history=history,
-        test_metrics=test_metrics,
-        model_stats=stats,
-        dataset=splits.info,
-        dataset_fingerprint=splits.fingerprint,
-        dataset_sizes=splits.sizes,
-        notes=notes,
-    )
+        return _prefixed("test", evaluate(run.compiled, run.loaders.test, run.precision, run.memory_format))
+    return {}
 
 
 @torch.no_grad()
