@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import os
 import tempfile
 import time
 import urllib.error
@@ -85,6 +86,10 @@ class Tracker:
         # MLflow logs schema migrations at INFO on first use; our display says what matters.
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # MLflow's tqdm bars would be drawn over our live view and into `best`'s output.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Its "View run ... at" lines too (HTTP stores); our own links say where to look.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.local = tracking_uri is None
         self.root = root
         if self.local:
