@@ -101,7 +101,8 @@ class Tracker:
                 f"--tracking-uri {self.uri}: unknown scheme {scheme!r}; use http(s)://HOST:PORT, sqlite:///FILE, "
                 "postgresql://... or omit it for the embedded store"
             )
-        self.client = MlflowClient(tracking_uri=self.uri)
+        with self._init_lock():  # a new SQLite store is created and migrated right here
+            self.client = MlflowClient(tracking_uri=self.uri)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -118,8 +119,7 @@ class Tracker:
                 ) from None
             return
         try:
-            with self._init_lock():
-                self.client.search_experiments(max_results=1)  # creates and migrates a new store
+            self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any store error means "cannot use this URI"
             first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise HvitError(f"--tracking-uri {self.uri}: cannot open the tracking store ({first})") from None
