@@ -59,9 +59,15 @@ def test_warm_up_epoch_is_left_out() -> None:
 
 @pytest.fixture(scope="module")
 def tiny_cpu() -> bench.Profile:
-    return replace(bench.PROFILES["cpu"], batch_size=32, throughput_samples=320, eval_samples=64, throughput_epochs=3,
-                   throughput_size="tiny",
-                   repeats=1)
+    return replace(
+        bench.PROFILES["cpu"],
+        batch_size=32,
+        throughput_samples=320,
+        eval_samples=64,
+        throughput_epochs=3,
+        throughput_size="tiny",
+        repeats=1,
+    )
 
 
 @pytest.mark.slow

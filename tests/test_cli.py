@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import Result
+from conftest import assert_one_line_error, clean_env
 from typer.testing import CliRunner
 
 from hvit_sweeps.checkpoint import load_checkpoint
@@ -27,16 +27,6 @@ COMMANDS = ("train", "eval", "run", "worker", "best", "show", "studies", "ui")
 def invoke(*args: object) -> Result:
     """The CLI in this process; stdout and stderr are kept apart."""
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result: Result, phrase: str) -> None:
-    """Exit code 2, one ``error:`` line on stderr that contains ``phrase``, no traceback."""
-    assert isinstance(result.exception, SystemExit), repr(result.exception)
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, lines
-    assert lines[0].startswith("error: ") and phrase in lines[0], lines[0]
-    assert "Traceback" not in result.output
 
 
 def flat(output: str) -> str:
@@ -186,29 +176,27 @@ def test_diverged_train_exits_1(tmp_path: Path) -> None:
     assert not (tmp_path / "best.pth").exists()
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE", "HVIT_ROOT")}
-
-
 # `python -m hvit_sweeps train` works as a real process.
+@pytest.mark.slow
 def test_module_entry_point_trains(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "hvit_sweeps", "train", *TINY, "--epochs", "1", "--checkpoint-path", "best.pth"]
-    done = subprocess.run(command, cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(command, cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "synthetic" in done.stdout and "Traceback" not in done.stderr
     assert load_checkpoint(tmp_path / "best.pth").epoch == 1
 
 
 # The installed `hvit-sweep` script lists every command; its errors are one real stderr line.
+@pytest.mark.slow
 def test_console_script_help_and_error(tmp_path: Path) -> None:
     script = shutil.which("hvit-sweep", path=str(Path(sys.executable).parent))
     assert script is not None
-    done = subprocess.run([script, "--help"], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60)
+    done = subprocess.run([script, "--help"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     for command in COMMANDS:
         assert re.search(rf"^\W*{command}\b", done.stdout, flags=re.MULTILINE), command
     bad = subprocess.run(
-        [script, "train", "--val-split", "2"], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True, timeout=60
+        [script, "train", "--val-split", "2"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True, timeout=60
     )
     assert bad.returncode == 2
     assert bad.stderr.splitlines() == ["error: train flags: data.val_split: Input should be less than 1"]
@@ -230,8 +218,20 @@ def _png_tree(root: Path, classes: dict[str, int]) -> None:
         (lambda root: None, "does not exist"),
         (lambda root: root.mkdir(), "train"),
         (lambda root: (root / "train").mkdir(parents=True), "train"),
-        (lambda root: (_png_tree(root / "train", {"cat": 3, "dog": 3}), _png_tree(root / "val", {"cat": 2, "eel": 2})), "eel"),
-        (lambda root: (_png_tree(root / "train", {"cat": 3, "dog": 3}), (root / "train" / "cat" / "bad.png").write_bytes(b"junk")), "bad.png"),
+        (
+            lambda root: (
+                _png_tree(root / "train", {"cat": 3, "dog": 3}),
+                _png_tree(root / "val", {"cat": 2, "eel": 2}),
+            ),
+            "eel",
+        ),
+        (
+            lambda root: (
+                _png_tree(root / "train", {"cat": 3, "dog": 3}),
+                (root / "train" / "cat" / "bad.png").write_bytes(b"junk"),
+            ),
+            "bad.png",
+        ),
     ],
     ids=["missing", "empty", "no-classes", "val-classes-differ", "unreadable-image"],
 )
@@ -246,8 +246,22 @@ def test_folder_dataset_errors_are_one_line(tmp_path: Path, make: object, phrase
 def test_folder_dataset_trains(tmp_path: Path) -> None:
     _png_tree(tmp_path / "images" / "train", {"cat": 10, "dog": 10})
     result = invoke(
-        "train", "--dataset", f"folder:{tmp_path / 'images'}", "--epochs", "1", "--num-workers", "0", "--no-amp",
-        "--embed-dims", "16,32", "--depths", "1,1", "--num-heads", "2,2", "--batch-size", "8",
+        "train",
+        "--dataset",
+        f"folder:{tmp_path / 'images'}",
+        "--epochs",
+        "1",
+        "--num-workers",
+        "0",
+        "--no-amp",
+        "--embed-dims",
+        "16,32",
+        "--depths",
+        "1,1",
+        "--num-heads",
+        "2,2",
+        "--batch-size",
+        "8",
     )
     assert result.exit_code == 0, result.output
     assert "2 classes" in flat(result.stdout)

@@ -218,8 +218,9 @@ def test_dashboard_is_opt_in_profile_on_optuna_db():
     # optuna-dashboard only starts with --profile dashboard and reads the optuna database.
     dash = services()["optuna-dashboard"]
     assert dash.get("profiles") == ["dashboard"]
-    assert any(re.search(r"postgresql\+psycopg2://.*@postgres:5432/\$\{OPTUNA_DB:-optuna\}$", c)
-               for c in command_strings(dash))
+    assert any(
+        re.search(r"postgresql\+psycopg2://.*@postgres:5432/\$\{OPTUNA_DB:-optuna\}$", c) for c in command_strings(dash)
+    )
 
 
 def test_every_image_is_pinned():

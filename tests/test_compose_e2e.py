@@ -35,8 +35,19 @@ pytestmark = [pytest.mark.slow, pytest.mark.docker]
 STUDY = "smoke"
 TRIALS = 3
 PROFILES = ["--profile", "cpu", "--profile", "dashboard"]
-STACK_VARS = {"POSTGRES_USER", "POSTGRES_PASSWORD", "MLFLOW_DB", "OPTUNA_DB", "HVIT_STUDY", "WORKER_SHM_SIZE",
-              "BIND_ADDR", "MLFLOW_PORT", "POSTGRES_PORT", "DASHBOARD_PORT", "MLFLOW_ALLOWED_HOSTS"}
+STACK_VARS = {
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "MLFLOW_DB",
+    "OPTUNA_DB",
+    "HVIT_STUDY",
+    "WORKER_SHM_SIZE",
+    "BIND_ADDR",
+    "MLFLOW_PORT",
+    "POSTGRES_PORT",
+    "DASHBOARD_PORT",
+    "MLFLOW_ALLOWED_HOSTS",
+}
 
 
 def _free_port() -> int:
@@ -47,11 +58,15 @@ def _free_port() -> int:
 
 def _copy_worktree(dest: Path) -> None:
     """The files git would commit (tracked + untracked, not ignored): the build context a clone has."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT,
-                            capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, text=True
+    )
     if listed.returncode != 0:
-        shutil.copytree(ROOT, dest, ignore=shutil.ignore_patterns(".git", ".venv*", "mlruns", "data", "checkpoints",
-                                                                  "__pycache__", ".env"))
+        shutil.copytree(
+            ROOT,
+            dest,
+            ignore=shutil.ignore_patterns(".git", ".venv*", "mlruns", "data", "checkpoints", "__pycache__", ".env"),
+        )
         return
     for rel in filter(None, listed.stdout.split("\0")):
         src = ROOT / rel
@@ -61,8 +76,9 @@ def _copy_worktree(dest: Path) -> None:
 
 
 def _http(url: str, *, host: str | None = None, data: dict | None = None, timeout: float = 10) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(),
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=None if data is None else json.dumps(data).encode(), headers={"Content-Type": "application/json"}
+    )
     if host:
         req.add_header("Host", host)
     try:
@@ -78,18 +94,36 @@ class Stack:
         self.compose = harness.compose_cmd()
         self.proc_env = {k: v for k, v in os.environ.items() if k not in STACK_VARS and not k.startswith("COMPOSE_")}
         self.mlflow = f"http://127.0.0.1:{env['MLFLOW_PORT']}"
-        self.storage = (f"postgresql+psycopg2://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
-                        f"@127.0.0.1:{env['POSTGRES_PORT']}/{env['OPTUNA_DB']}")
+        self.storage = (
+            f"postgresql+psycopg2://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}"
+            f"@127.0.0.1:{env['POSTGRES_PORT']}/{env['OPTUNA_DB']}"
+        )
 
     def cmd(self, *args: str, profiles: bool = False) -> list[str]:
-        return [*self.compose, "-p", self.project, "--env-file", str(self.env_file), *(PROFILES if profiles else []), *args]
+        return [
+            *self.compose,
+            "-p",
+            self.project,
+            "--env-file",
+            str(self.env_file),
+            *(PROFILES if profiles else []),
+            *args,
+        ]
 
     def __call__(self, *args: str, profiles: bool = False, timeout: float = 300, check: bool = True):
-        proc = subprocess.run(self.cmd(*args, profiles=profiles), cwd=self.workdir, env=self.proc_env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            self.cmd(*args, profiles=profiles),
+            cwd=self.workdir,
+            env=self.proc_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise harness.HarnessError(f"`compose {' '.join(args[:3])}` failed ({proc.returncode}): "
-                                       f"{harness._tail(proc.stderr + proc.stdout, 4)}")
+            raise harness.HarnessError(
+                f"`compose {' '.join(args[:3])}` failed ({proc.returncode}): "
+                f"{harness._tail(proc.stderr + proc.stdout, 4)}"
+            )
         return proc
 
     def containers(self, service: str | None = None, all_: bool = False) -> list[str]:
@@ -100,8 +134,18 @@ class Stack:
         return out.stdout.split()
 
     def running_services(self) -> set[str]:
-        out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project={self.project}",
-                              "--format", '{{.Label "com.docker.compose.service"}}'], capture_output=True, text=True)
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "--filter",
+                f"label=com.docker.compose.project={self.project}",
+                "--format",
+                '{{.Label "com.docker.compose.service"}}',
+            ],
+            capture_output=True,
+            text=True,
+        )
         return set(out.stdout.split())
 
     def service_log_tail(self, service: str, n: int = 6) -> str:
@@ -116,18 +160,30 @@ class Stack:
                 ids = self.containers(svc, all_=True)
                 state = "missing"
                 if ids:
-                    out = subprocess.run(["docker", "inspect", "--format",
-                                          "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}", ids[0]],
-                                         capture_output=True, text=True).stdout.split()
+                    out = subprocess.run(
+                        [
+                            "docker",
+                            "inspect",
+                            "--format",
+                            "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}",
+                            ids[0],
+                        ],
+                        capture_output=True,
+                        text=True,
+                    ).stdout.split()
                     state = " ".join(out)
                     if out[-1:] == ["healthy"]:
                         pending.remove(svc)
                         continue
                     if out and out[0] in ("exited", "dead"):
-                        raise harness.HarnessError(f"service {svc} exited; last log lines: {self.service_log_tail(svc)}")
+                        raise harness.HarnessError(
+                            f"service {svc} exited; last log lines: {self.service_log_tail(svc)}"
+                        )
                 if time.monotonic() > deadline:
-                    raise harness.HarnessError(f"service {svc} unhealthy after {timeout:.0f}s ({state}); "
-                                               f"last log lines: {self.service_log_tail(svc)}")
+                    raise harness.HarnessError(
+                        f"service {svc} unhealthy after {timeout:.0f}s ({state}); "
+                        f"last log lines: {self.service_log_tail(svc)}"
+                    )
             if pending:
                 time.sleep(2)
 
@@ -186,8 +242,10 @@ def stack(tmp_path_factory):
             for svc in ("postgres", "mlflow", "optuna-dashboard"):
                 (tmp / f"{svc}.log").write_text(st.service_log_tail(svc, 200))
             st.down()
-        print(f"\n[compose-e2e] images {st.build_s:.0f}s, up+healthy {st.up_s:.0f}s, "
-              f"total {time.monotonic() - t0:.0f}s", file=sys.stderr)
+        print(
+            f"\n[compose-e2e] images {st.build_s:.0f}s, up+healthy {st.up_s:.0f}s, total {time.monotonic() - t0:.0f}s",
+            file=sys.stderr,
+        )
 
 
 def _experiment_id(st: Stack) -> str:
@@ -197,8 +255,9 @@ def _experiment_id(st: Stack) -> str:
 
 
 def _runs(st: Stack, exp_id: str) -> list[dict]:
-    status, body = _http(f"{st.mlflow}/api/2.0/mlflow/runs/search",
-                         data={"experiment_ids": [exp_id], "max_results": 200})
+    status, body = _http(
+        f"{st.mlflow}/api/2.0/mlflow/runs/search", data={"experiment_ids": [exp_id], "max_results": 200}
+    )
     assert status == 200, body[:300]
     return json.loads(body).get("runs", [])
 
@@ -224,8 +283,16 @@ def test_plain_up_starts_only_postgres_and_mlflow(stack):
 
 def test_published_ports_are_loopback_only(stack):
     for cid in stack.containers():
-        ports = json.loads(subprocess.run(["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", cid],
-                                          capture_output=True, text=True).stdout) or {}
+        ports = (
+            json.loads(
+                subprocess.run(
+                    ["docker", "inspect", "--format", "{{json .NetworkSettings.Ports}}", cid],
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )
+            or {}
+        )
         for bindings in ports.values():
             for b in bindings or []:
                 assert b["HostIp"] == "127.0.0.1", (cid, ports)
@@ -264,8 +331,11 @@ def test_containers_run_unprivileged(stack):
         (cid,) = stack.containers(svc)
         uids, top = _process_uids(cid)
         assert uids and "0" not in uids, f"{svc} runs as root: {top}"
-    user = subprocess.run(["docker", "image", "inspect", "--format", "{{.Config.User}}", "hvit-sweep:0.1.0"],
-                          capture_output=True, text=True).stdout.strip()
+    user = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Config.User}}", "hvit-sweep:0.1.0"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     assert user not in ("", "root", "0")
 
 
@@ -276,10 +346,27 @@ def test_cpu_worker_runs_smoke_study_through_mlflow_restart(stack):
     with open(log, "w") as fh:
         # MLflow's client retries with backoff 2**n x factor (default 2); factor 1 only shortens the
         # wait after the restart, the retry path is the same.
-        proc = subprocess.Popen(stack.cmd("run", "--rm", "-T", "-e", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1",
-                                          "worker-cpu", "hvit-sweep", "run", "--study", STUDY,
-                                          "--trials", str(TRIALS), profiles=True),
-                                cwd=stack.workdir, env=stack.proc_env, stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            stack.cmd(
+                "run",
+                "--rm",
+                "-T",
+                "-e",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1",
+                "worker-cpu",
+                "hvit-sweep",
+                "run",
+                "--study",
+                STUDY,
+                "--trials",
+                str(TRIALS),
+                profiles=True,
+            ),
+            cwd=stack.workdir,
+            env=stack.proc_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # Restart MLflow as soon as the first trial run exists.
         deadline = time.monotonic() + 300
@@ -293,7 +380,9 @@ def test_cpu_worker_runs_smoke_study_through_mlflow_restart(stack):
                     restarted = True
                     break
             time.sleep(1)
-        assert restarted, f"no trial run appeared before the sweep ended; worker log: {harness._tail(log.read_text(), 6)}"
+        assert restarted, (
+            f"no trial run appeared before the sweep ended; worker log: {harness._tail(log.read_text(), 6)}"
+        )
         stack.wait_healthy(["mlflow"], timeout=180)
         rc = proc.wait(timeout=900)
     finally:
@@ -316,9 +405,11 @@ def test_mlflow_rest_shows_parent_and_finished_children(stack):
         assert tags.get("mlflow.parentRunId") == parent_id
         # FINISHED when complete; KILLED only for a pruned trial (tagged with its epoch).
         assert child["info"]["status"] == "FINISHED" or (
-            child["info"]["status"] == "KILLED" and "optuna.pruned_at_epoch" in tags), (child["info"], tags)
-        status, body = _http(f"{stack.mlflow}/api/2.0/mlflow/metrics/get-history"
-                             f"?run_id={child['info']['run_id']}&metric_key=val_acc1")
+            child["info"]["status"] == "KILLED" and "optuna.pruned_at_epoch" in tags
+        ), (child["info"], tags)
+        status, body = _http(
+            f"{stack.mlflow}/api/2.0/mlflow/metrics/get-history?run_id={child['info']['run_id']}&metric_key=val_acc1"
+        )
         assert status == 200, body[:300]
         steps = sorted(m["step"] for m in json.loads(body).get("metrics", []))
         assert len(steps) >= 1 and steps == sorted(set(steps)), steps
@@ -333,7 +424,7 @@ def test_checkpoint_downloads_through_proxied_artifact_store(stack):
     run = finished[0]["info"]
     uri = run["artifact_uri"]
     assert uri.startswith("mlflow-artifacts:/"), uri
-    path = uri[len("mlflow-artifacts:/"):].lstrip("/") + "/checkpoint/best.pth"
+    path = uri[len("mlflow-artifacts:/") :].lstrip("/") + "/checkpoint/best.pth"
     status, body = _http(f"{stack.mlflow}/api/2.0/mlflow-artifacts/artifacts/{path}", timeout=60)
     assert status == 200, body[:300]
     assert len(body) > 1000 and body[:2] == b"PK", "best.pth is not a torch zip checkpoint"
@@ -347,8 +438,13 @@ def test_checkpoint_downloads_through_proxied_artifact_store(stack):
 def test_show_lists_the_trials_from_the_host(stack):
     exe = Path(sys.executable).with_name("hvit-sweep")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "hvit_sweeps.cli"]
-    proc = subprocess.run([*cmd, "show", "--study", STUDY, "--storage", stack.storage],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, "COLUMNS": "200"})
+    proc = subprocess.run(
+        [*cmd, "show", "--study", STUDY, "--storage", stack.storage],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "COLUMNS": "200"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     optuna = pytest.importorskip("optuna")
     trials = optuna.load_study(study_name=STUDY, storage=stack.storage).get_trials(deepcopy=False)
@@ -388,11 +484,19 @@ def test_down_v_leaves_nothing(stack):
     label = f"label=com.docker.compose.project={stack.project}"
     left = {
         "containers": stack.containers(all_=True),
-        "networks": subprocess.run(["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True).stdout.split(),
-        "volumes": subprocess.run(["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True).stdout.split(),
+        "networks": subprocess.run(
+            ["docker", "network", "ls", "-q", "--filter", label], capture_output=True, text=True
+        ).stdout.split(),
+        "volumes": subprocess.run(
+            ["docker", "volume", "ls", "-q", "--filter", label], capture_output=True, text=True
+        ).stdout.split(),
     }
-    nets = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True).stdout.split()
-    vols = subprocess.run(["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True).stdout.split()
+    nets = subprocess.run(
+        ["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    ).stdout.split()
+    vols = subprocess.run(
+        ["docker", "volume", "ls", "--format", "{{.Name}}"], capture_output=True, text=True
+    ).stdout.split()
     left["networks"] += [n for n in nets if n.startswith(stack.project)]
     left["volumes"] += [v for v in vols if v.startswith(stack.project)]
     assert not any(left.values()), left

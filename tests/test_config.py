@@ -111,8 +111,15 @@ def test_flatten_config_scalars_per_stage_and_joined() -> None:
 
 # Stages a smaller model lacks are logged as 0, so every trial of a study has the same keys.
 def test_flatten_config_pads_absent_stages() -> None:
-    two = flatten_config(build_config({"model.embed_dims": [16, 32], "model.depths": [1, 2], "model.num_heads": [2, 2]}), stages=4)
-    four = flatten_config(build_config({"model.patch_size": 2, "model.embed_dims": [16] * 4, "model.depths": [1] * 4, "model.num_heads": [2] * 4}), stages=4)
+    two = flatten_config(
+        build_config({"model.embed_dims": [16, 32], "model.depths": [1, 2], "model.num_heads": [2, 2]}), stages=4
+    )
+    four = flatten_config(
+        build_config(
+            {"model.patch_size": 2, "model.embed_dims": [16] * 4, "model.depths": [1] * 4, "model.num_heads": [2] * 4}
+        ),
+        stages=4,
+    )
     assert set(two) == set(four)
     assert (two["model.depths.1"], two["model.depths.2"], two["model.embed_dims.3"]) == (2, 0, 0)
 

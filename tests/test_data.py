@@ -175,9 +175,9 @@ def test_cifar100_reads_real_pickle_format(cifar_root: tuple[Path, dict, dict]) 
     assert splits.test.images[0, 0, 0, 1] == written[0, 1]  # (c=0, y=0, x=1)
     assert splits.test.images[0, 1, 2, 3] == written[0, 1024 + 2 * 32 + 3]  # (c=1, y=2, x=3)
     assert splits.test.labels.tolist() == test[b"fine_labels"]
-    label_of = {row.tobytes(): label for row, label in zip(train[b"data"], train[b"fine_labels"])}
+    label_of = {row.tobytes(): label for row, label in zip(train[b"data"], train[b"fine_labels"], strict=True)}
     for split in (splits.train, splits.val):
-        for image, label in zip(split.images, split.labels):
+        for image, label in zip(split.images, split.labels, strict=True):
             assert label_of[image.flatten().numpy().tobytes()] == label
 
 
@@ -388,7 +388,9 @@ def test_loader_kinds_normalize_identically() -> None:
 @pytest.mark.parametrize("kind", ["cpu", "device"])
 def test_basic_augment_crop_and_flip_statistics(kind: str) -> None:
     loaders = make_loaders(_position_coded(100), _loader_config(kind, batch_size=100), device=CPU, seed=0)
-    dx, dy, flipped = (torch.cat(parts) for parts in zip(*(_offsets(x) for _ in range(9) for x, _ in loaders.train)))
+    dx, dy, flipped = (
+        torch.cat(parts) for parts in zip(*(_offsets(x) for _ in range(9) for x, _ in loaders.train), strict=True)
+    )
     assert len(dx) == 900 and 0.4 < flipped.float().mean() < 0.6
     for offsets in (dx, dy):
         counts = torch.bincount(offsets, minlength=9)

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import hvit, ok, tiny_study
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from conftest import hvit, ok, tiny_study
-
+pytestmark = pytest.mark.slow  # PostgreSQL, a real MLflow server and CLI subprocesses
 
 
 def runs_of(server: str, study: str) -> tuple[list, list]:
@@ -37,10 +37,25 @@ def test_three_workers_on_postgres_and_mlflow_server(
 ) -> None:
     # 3 worker processes share a PostgreSQL study: exactly 9 finished trials, 9 child runs under one parent, none RUNNING.
     storage = make_database()
-    ok(hvit(
-        "run", "--study", "smoke", "--study-name", "dist", "--trials", "9", "--workers", "3",
-        "--storage", storage, "--tracking-uri", mlflow_server, cwd=workdir, timeout=900,
-    ))
+    ok(
+        hvit(
+            "run",
+            "--study",
+            "smoke",
+            "--study-name",
+            "dist",
+            "--trials",
+            "9",
+            "--workers",
+            "3",
+            "--storage",
+            storage,
+            "--tracking-uri",
+            mlflow_server,
+            cwd=workdir,
+            timeout=900,
+        )
+    )
     study = optuna.load_study(study_name="dist", storage=storage)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 9
@@ -65,7 +80,10 @@ def test_killed_worker_trial_is_failed_retried_and_closed(
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE")}
     worker = subprocess.Popen(
         [sys.executable, "-m", "hvit_sweeps", "worker", *common],
-        cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     victim = _wait_for_running_epoch(storage, "killed", worker)
     worker.send_signal(signal.SIGKILL)

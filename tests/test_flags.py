@@ -78,7 +78,12 @@ def test_reproduce_command_keeps_every_field() -> None:
 def test_set_args_round_trip() -> None:
     layer = {"optim.lr": 0.002, "runtime.cuda_graphs": True, "model.depths": (1, 2), "data.data_dir": Path("d")}
     items = set_args(layer)[1::2]
-    assert parse_sets(items) == {"optim.lr": 0.002, "runtime.cuda_graphs": True, "model.depths": [1, 2], "data.data_dir": "d"}
+    assert parse_sets(items) == {
+        "optim.lr": 0.002,
+        "runtime.cuda_graphs": True,
+        "model.depths": [1, 2],
+        "data.data_dir": "d",
+    }
 
 
 # --set accepts any settable path, data.image_size included, and refuses shape fields.

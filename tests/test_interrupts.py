@@ -229,6 +229,7 @@ def test_a_second_ctrl_c_quits_at_once_and_the_stores_stay_readable(workdir: Pat
 # -- check before creating ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_missing_data_creates_nothing_and_the_synthetic_run_is_not_refused(workdir: Path) -> None:
     # Missing data: one error line, exit 2, no Optuna study, no MLflow parent run; the same study on synthetic data runs.
     (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=1, max_epochs=1, train_samples=128))

@@ -37,12 +37,8 @@ def _seed() -> None:
         pytest.param(dict(embed_dims=(16,), depths=(1,), num_heads=(2,)), id="1-stage"),
         pytest.param(dict(embed_dims=(16, 32), depths=(1, 1), num_heads=(2, 2)), id="2-stages"),
         pytest.param(dict(), id="3-stages-default"),
-        pytest.param(
-            dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)), id="4-stages"
-        ),
-        pytest.param(
-            dict(embed_dims=(8, 16, 32), depths=(1, 1, 1), num_heads=(1, 2, 4), patch_size=2), id="patch-2"
-        ),
+        pytest.param(dict(embed_dims=(8, 16, 24, 32), depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4)), id="4-stages"),
+        pytest.param(dict(embed_dims=(8, 16, 32), depths=(1, 1, 1), num_heads=(1, 2, 4), patch_size=2), id="patch-2"),
         pytest.param(
             dict(
                 embed_dims=(8, 16, 32),
@@ -113,9 +109,7 @@ def test_config_helpers_count_stages_and_blocks() -> None:
     ("image_size", "patch_size", "expected"),
     [(32, 4, 4), (28, 4, 4), (32, 2, 5), (32, 8, 3), (32, 32, 1), (24, 4, 4), (16, 4, 3)],
 )
-def test_max_stages_matches_halving_rule_and_validation(
-    image_size: int, patch_size: int, expected: int
-) -> None:
+def test_max_stages_matches_halving_rule_and_validation(image_size: int, patch_size: int, expected: int) -> None:
     # max_stages counts one stage plus each halving g -> ceil(g/2) while g >= 2, and validation agrees.
     grid, halvings = image_size // patch_size, 0
     while grid >= 2:

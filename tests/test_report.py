@@ -6,13 +6,14 @@ import base64
 import io
 import re
 import tempfile
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
-from conftest import hvit, ok, tiny_study
+from conftest import run_tiny_sweep
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from PIL import Image
@@ -56,10 +57,7 @@ class Page(HTMLParser):
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real 2-trial, 1-epoch study through the CLI on the embedded store; returns its --root."""
-    cwd = tmp_path_factory.mktemp("report")
-    (cwd / "tiny.toml").write_text(tiny_study("tiny", trials=2, max_epochs=1))
-    ok(hvit("run", "--study", "tiny.toml", "--root", "mlruns", cwd=cwd))
-    return cwd / "mlruns"
+    return run_tiny_sweep(tmp_path_factory.mktemp("report"), "tiny", trials=2, max_epochs=1)
 
 
 def load(root: Path, name: str = "tiny") -> optuna.Study:
@@ -80,6 +78,7 @@ def report(sweep: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, 
 
 
 # Every section is there, in order, and the nav links to each.
+@pytest.mark.slow
 def test_report_has_every_section(report: tuple[str, Page]) -> None:
     text, page = report
     assert page.sections == list(SECTIONS)
@@ -89,6 +88,7 @@ def test_report_has_every_section(report: tuple[str, Page]) -> None:
 
 
 # Images are inline PNGs that decode; nothing is fetched from anywhere.
+@pytest.mark.slow
 def test_report_is_self_contained(report: tuple[str, Page]) -> None:
     text, page = report
     assert page.images, "no image at all"
@@ -96,7 +96,7 @@ def test_report_is_self_contained(report: tuple[str, Page]) -> None:
     for image in page.images:
         prefix = "data:image/png;base64,"
         assert image["src"].startswith(prefix)
-        with Image.open(io.BytesIO(base64.b64decode(image["src"][len(prefix):]))) as decoded:
+        with Image.open(io.BytesIO(base64.b64decode(image["src"][len(prefix) :]))) as decoded:
             decoded.verify()
     assert page.sources == []  # no external script, stylesheet or frame
     urls = re.findall(r"https?://[^\s'\"<>]+", text)
@@ -105,6 +105,7 @@ def test_report_is_self_contained(report: tuple[str, Page]) -> None:
 
 
 # The best trials are listed with a link to each one's MLflow run.
+@pytest.mark.slow
 def test_report_links_best_trial_runs(sweep: Path, report: tuple[str, Page]) -> None:
     study = load(sweep)
     _, page = report
@@ -114,6 +115,7 @@ def test_report_links_best_trial_runs(sweep: Path, report: tuple[str, Page]) -> 
 
 
 # Visuals logged to the best trial's run as visuals/ are inlined in the last section.
+@pytest.mark.slow
 def test_report_inlines_best_trial_visuals(sweep: Path, tmp_path: Path) -> None:
     study = load(sweep)
     tracker = Tracker(None, root=sweep)
@@ -137,6 +139,7 @@ def test_report_inlines_best_trial_visuals(sweep: Path, tmp_path: Path) -> None:
 
 
 # A study with no complete trial is refused with one clear line.
+@pytest.mark.slow
 def test_study_without_complete_trial_is_refused(sweep: Path, tmp_path: Path) -> None:
     study = optuna.create_study(study_name="empty")
     study.tell(study.ask(), state=TrialState.PRUNED)
@@ -147,6 +150,7 @@ def test_study_without_complete_trial_is_refused(sweep: Path, tmp_path: Path) ->
 
 
 # A study this tracking store does not know (wrong --root or --tracking-uri) is refused.
+@pytest.mark.slow
 def test_study_unknown_to_the_tracking_store_is_refused(sweep: Path, tmp_path: Path) -> None:
     elsewhere = optuna.create_study(study_name="elsewhere")
     elsewhere.add_trial(optuna.trial.create_trial(value=0.5))
@@ -156,6 +160,7 @@ def test_study_unknown_to_the_tracking_store_is_refused(sweep: Path, tmp_path: P
 
 
 # A study that hvit-sweep did not run has no MLflow runs to report.
+@pytest.mark.slow
 def test_foreign_study_is_refused(sweep: Path, tmp_path: Path) -> None:
     foreign = optuna.create_study(study_name="foreign")
     foreign.add_trial(optuna.trial.create_trial(value=0.5))
@@ -164,6 +169,7 @@ def test_foreign_study_is_refused(sweep: Path, tmp_path: Path) -> None:
 
 
 # With plotly installed, plots are interactive and plotly.js travels inline, once.
+@pytest.mark.slow
 def test_interactive_plots_inline_plotly(sweep: Path, tmp_path: Path) -> None:
     pytest.importorskip("plotly")
     path = build_report(load(sweep), tracker=Tracker(None, root=sweep), out=tmp_path / "r.html", interactive=True)
@@ -178,8 +184,8 @@ def test_interactive_plots_inline_plotly(sweep: Path, tmp_path: Path) -> None:
 
 
 # A two-objective study lists its Pareto set and draws the Pareto front (runs made by hand, real stores).
-def test_pareto_study_report(tmp_path: Path) -> None:
-    tracker = Tracker(None, root=tmp_path / "mlruns")
+def test_pareto_study_report(make_tracker: Callable[[Path], Tracker], tmp_path: Path) -> None:
+    tracker = make_tracker(tmp_path / "mlruns")
     experiment = tracker.experiment_id("pareto")
     parent, _ = tracker.parent_run(experiment, "pareto", tags={})
     study = optuna.create_study(study_name="pareto", directions=["maximize", "minimize"])
@@ -187,9 +193,12 @@ def test_pareto_study_report(tmp_path: Path) -> None:
     study.set_user_attr(ATTR_PARENT, parent)
     for number, (acc, size) in enumerate([(0.5, 1.0), (0.6, 2.0), (0.4, 3.0), (0.55, 0.5)]):
         run = tracker.client.create_run(experiment, tags={"hvit.role": "trial", "hvit.study": "pareto"})
-        tracker.log_metrics(run.info.run_id, {"best/val_acc1": acc, "model/params_m": size, "model/flops_m": 10 * size}, step=1)
+        tracker.log_metrics(
+            run.info.run_id, {"best/val_acc1": acc, "model/params_m": size, "model/flops_m": 10 * size}, step=1
+        )
         trial = optuna.trial.create_trial(
-            values=[acc, size], params={"optim.lr": 1e-3 * (number + 1)},
+            values=[acc, size],
+            params={"optim.lr": 1e-3 * (number + 1)},
             distributions={"optim.lr": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True)},
             user_attrs={ATTR_RUN_ID: run.info.run_id},
         )

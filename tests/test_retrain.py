@@ -31,9 +31,13 @@ from hvit_sweeps.sweep import open_storage
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import evaluate_checkpoint
 
-pytestmark = pytest.mark.skipif(
-    not FASHION_MNIST_SYSTEM_DIR.is_dir(), reason=f"Debian's fashion-mnist files are not in {FASHION_MNIST_SYSTEM_DIR}"
-)
+pytestmark = [
+    pytest.mark.slow,  # every test runs a real study through the CLI
+    pytest.mark.skipif(
+        not FASHION_MNIST_SYSTEM_DIR.is_dir(),
+        reason=f"Debian's fashion-mnist files are not in {FASHION_MNIST_SYSTEM_DIR}",
+    ),
+]
 
 STUDY = "fmnist-tiny"
 
@@ -43,12 +47,18 @@ def tiny_fashion_study(data_dir: Path) -> str:
 
     200 train+val images (180 + 20), 100 test, on the CPU, never downloading.
     """
-    real = "\n".join([
-        '"data.dataset" = "fashion-mnist"', f'"data.data_dir" = "{data_dir}"', '"data.download" = false',
-        '"runtime.device" = "cpu"',
-    ])
+    real = "\n".join(
+        [
+            '"data.dataset" = "fashion-mnist"',
+            f'"data.data_dir" = "{data_dir}"',
+            '"data.download" = false',
+            '"runtime.device" = "cpu"',
+        ]
+    )
     text = tiny_study(STUDY, trials=2, max_epochs=2, train_samples=200)
-    text = text.replace('"data.dataset" = "synthetic"', real).replace('"data.max_eval_samples" = 64', '"data.max_eval_samples" = 100')
+    text = text.replace('"data.dataset" = "synthetic"', real).replace(
+        '"data.max_eval_samples" = 64', '"data.max_eval_samples" = 100'
+    )
     assert "synthetic" not in text and '"data.max_eval_samples" = 100' in text  # conftest's study changed shape
     return text
 
@@ -116,9 +126,17 @@ def test_export_and_registry_hold_the_same_checkpoint(
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", swept[2].uri)
     got = mlflow.artifacts.download_artifacts(f"models:/hvit-{STUDY}@champion", dst_path=str(tmp_path))
     assert filecmp.cmp(Path(got) / FINAL_CHECKPOINT, final.exported / FINAL_CHECKPOINT, shallow=False)
-    assert {p.name for p in final.exported.iterdir()} == {FINAL_CHECKPOINT, "config.json", "metrics.json", "MODEL_CARD.md"}
+    assert {p.name for p in final.exported.iterdir()} == {
+        FINAL_CHECKPOINT,
+        "config.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+    }
     card = (final.exported / "MODEL_CARD.md").read_text()
-    assert f"**Test top-1 {final.test_acc1:.4f}**" in card and "train plus val (200 images) for 2 epochs with seed 7" in card
+    assert (
+        f"**Test top-1 {final.test_acc1:.4f}**" in card
+        and "train plus val (200 images) for 2 epochs with seed 7" in card
+    )
     summary = json.loads((final.exported / "metrics.json").read_text())
     assert summary["test"]["test_acc1"] == final.test_acc1 and summary["registered"]["alias"] == "champion"
 
@@ -128,7 +146,9 @@ def test_second_retrain_moves_the_alias(swept, final: RetrainResult) -> None:
     _, study, tracker = swept
     again = retrain_best(study, tracker=tracker, dest=None, seed=8)
     assert int(again.registered.version) == int(final.registered.version) + 1 and again.exported is None
-    assert str(tracker.client.get_model_version_by_alias(f"hvit-{STUDY}", "champion").version) == again.registered.version
+    assert (
+        str(tracker.client.get_model_version_by_alias(f"hvit-{STUDY}", "champion").version) == again.registered.version
+    )
 
 
 # A study with no complete trial is refused in one line, before anything is trained or logged.

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.study import find_study_files, load_study
+from hvit_sweeps.study import StudySpec, find_study_files, load_study
 
 SMOKE_HEAD = """
 name = "t"
@@ -44,10 +46,20 @@ def test_study_by_name_and_by_path_agree() -> None:
         (SMOKE_HEAD + "colour = 'red'\n", "colour: unknown setting"),
         (SMOKE_HEAD + '[space."optim.lr"]\ntype = "float"\nlow = 0.1\nhigh = 0.01\n', "low (0.1) > high (0.01)"),
         (SMOKE_HEAD + '[space."data.batch_size"]\ntype = "categorical"\nchoices = []\n', "choices"),
-        (SMOKE_HEAD + '[space."optim.momentum"]\ntype = "float"\nlow = 0.1\nhigh = 0.9\n', "no setting 'optim.momentum'"),
-        (SMOKE_HEAD + '[space."optim.lr"]\ntype = "float"\nlow = 0.0\nhigh = 0.1\nlog = true\n', "log = true needs low > 0"),
+        (
+            SMOKE_HEAD + '[space."optim.momentum"]\ntype = "float"\nlow = 0.1\nhigh = 0.9\n',
+            "no setting 'optim.momentum'",
+        ),
+        (
+            SMOKE_HEAD + '[space."optim.lr"]\ntype = "float"\nlow = 0.0\nhigh = 0.1\nlog = true\n',
+            "log = true needs low > 0",
+        ),
         (SMOKE_HEAD + '[objective]\nmetric = "val_f1"\n', "unknown metric 'val_f1'"),
-        (SMOKE_HEAD + '[[objectives]]\nmetric = "val_acc1"\n[[objectives]]\nmetric = "params_m"\ndirection = "minimize"\n', "pruning needs a single objective"),
+        (
+            SMOKE_HEAD
+            + '[[objectives]]\nmetric = "val_acc1"\n[[objectives]]\nmetric = "params_m"\ndirection = "minimize"\n',
+            "pruning needs a single objective",
+        ),
         (SMOKE_HEAD + "[stages]\nnum_stages = { type = 'int', low = 2, high = 5 }\n", "allow 4: lower its high"),
         (SMOKE_HEAD + '[space."data.batch_size"]\ntype = "categorical"\nchoices = ["big"]\n', "data.batch_size"),
         (SMOKE_HEAD + "name2 = \n", "not valid TOML"),
@@ -78,7 +90,7 @@ def test_stage_space_never_samples_an_invalid_model(tmp_path: Path) -> None:
         config = spec.trial_config(spec.suggest(trial), {"data.dataset": "synthetic"})
         model = config.model
         assert len(model.embed_dims) == len(model.depths) == len(model.num_heads)
-        assert all(d % h == 0 for d, h in zip(model.embed_dims, model.num_heads))
+        assert all(d % h == 0 for d, h in zip(model.embed_dims, model.num_heads, strict=True))
         study.tell(trial, 0.0)
 
 
@@ -122,15 +134,95 @@ def test_grid_sampler_refuses_continuous_parameters(tmp_path: Path) -> None:
         load_study(write(tmp_path, body))
 
 
+# Two floats: CMA-ES samples them jointly (one alone it hands to its fallback sampler).
+TWO_FLOATS = (
+    '[space."optim.lr"]\ntype = "float"\nlow = 0.001\nhigh = 0.01\n'
+    '[space."optim.weight_decay"]\ntype = "float"\nlow = 0.0\nhigh = 0.1\n'
+)
+GRID = '[space."data.batch_size"]\ntype = "categorical"\nchoices = [32, 64, 128]\n'
+
+
+def draws(sampler: optuna.samplers.BaseSampler, spec_space: StudySpec, *, trials: int = 5) -> list[dict[str, Any]]:
+    """The params a sampler suggests for the spec's space, each trial scored by a fixed function of them."""
+    study = optuna.create_study(sampler=sampler, direction="maximize")
+    study.optimize(lambda t: sum(float(v) for v in spec_space.suggest(t).values()), n_trials=trials)
+    return [t.params for t in study.trials]
+
+
+# (kind, extra settings, space, the sampler the spec must build for worker 2: seed 7 + 2, its startup count).
+SAMPLERS = [
+    ("tpe", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.TPESampler(seed=9, n_startup_trials=2)),
+    ("random", "", TWO_FLOATS, lambda: optuna.samplers.RandomSampler(seed=9)),
+    ("gp", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.GPSampler(seed=9, n_startup_trials=2)),
+    ("cmaes", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.CmaEsSampler(seed=9, n_startup_trials=2)),
+    ("nsga2", "", TWO_FLOATS, lambda: optuna.samplers.NSGAIISampler(seed=9)),
+    ("grid", "", GRID, lambda: optuna.samplers.GridSampler({"data.batch_size": [32, 64, 128]}, seed=9)),
+]
+
+
+@pytest.mark.parametrize(("kind", "settings", "space", "reference"), SAMPLERS, ids=[s[0] for s in SAMPLERS])
+def test_each_sampler_is_the_named_type_with_its_settings(
+    tmp_path: Path, kind: str, settings: str, space: str, reference: Callable[[], optuna.samplers.BaseSampler]
+) -> None:
+    # The spec builds the named Optuna sampler, seeded seed + worker index, with its startup count (or grid):
+    # it draws exactly what that sampler built by hand draws. Optuna keeps these settings private.
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\nseed = 7\n{settings}\n' + space))
+    sampler = spec.make_sampler(worker_index=2)
+    expected = reference()
+    assert type(sampler) is type(expected)
+    assert draws(sampler, spec) == draws(expected, spec)
+
+
 @pytest.mark.parametrize("kind", ["tpe", "random", "gp", "cmaes", "nsga2"])
-def test_every_sampler_builds(tmp_path: Path, kind: str) -> None:
-    # Each sampler the spec names can be constructed.
-    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\n'))
-    assert isinstance(spec.make_sampler(), optuna.samplers.BaseSampler)
+def test_workers_draw_differently(tmp_path: Path, kind: str) -> None:
+    # Worker 1's sampler is seeded apart from worker 0's, so parallel workers do not repeat each other's trials.
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\n' + TWO_FLOATS))
+    first = draws(spec.make_sampler(worker_index=0), spec, trials=2)
+    assert first == draws(spec.make_sampler(worker_index=0), spec, trials=2)
+    assert first != draws(spec.make_sampler(worker_index=1), spec, trials=2)
 
 
-@pytest.mark.parametrize("kind", ["median", "percentile", "hyperband", "successive-halving", "none"])
-def test_every_pruner_builds(tmp_path: Path, kind: str) -> None:
-    # Each pruner the spec names can be constructed.
-    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[pruner]\ntype = "{kind}"\n'))
-    assert isinstance(spec.make_pruner(), optuna.pruners.BasePruner)
+def first_pruned_step(pruner: optuna.pruners.BasePruner, *, epochs: int = 3) -> int | None:
+    """The epoch at which a trial at 0.0 is pruned after one finished trial at 1.0 (maximize); None if never."""
+    study = optuna.create_study(pruner=pruner, direction="maximize", study_name="pruned")
+    for value in (1.0, 0.0):
+        trial = study.ask()
+        for epoch in range(1, epochs + 1):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return epoch
+        study.tell(trial, value)
+    return None
+
+
+# (kind, settings, the Optuna type, the epoch at which the settings make the bad trial pruned).
+PRUNERS = [
+    ("median", "n_startup_trials = 1\nn_warmup_steps = 2", optuna.pruners.MedianPruner, 2),
+    ("percentile", "percentile = 10.0\nn_startup_trials = 1\nn_warmup_steps = 3", optuna.pruners.PercentilePruner, 3),
+    # max_epochs 3 over min_resource 2 leaves Hyperband one bracket: its first rung is at epoch 2.
+    ("hyperband", "min_resource = 2", optuna.pruners.HyperbandPruner, 2),
+    ("successive-halving", "min_resource = 2", optuna.pruners.SuccessiveHalvingPruner, 2),
+    ("threshold", "lower = 0.5\nn_warmup_steps = 2", optuna.pruners.ThresholdPruner, 2),
+    ("none", "", optuna.pruners.NopPruner, None),
+]
+
+
+@pytest.mark.parametrize(("kind", "settings", "expected_type", "pruned_at"), PRUNERS, ids=[p[0] for p in PRUNERS])
+def test_each_pruner_is_the_named_type_with_its_settings(
+    tmp_path: Path, kind: str, settings: str, expected_type: type, pruned_at: int | None
+) -> None:
+    # The spec builds the named Optuna pruner, and its warm-up, startup count or first rung decide when it prunes.
+    body = SMOKE_HEAD.replace("max_epochs = 2", "max_epochs = 3") + f'[pruner]\ntype = "{kind}"\n{settings}\n'
+    spec, _ = load_study(write(tmp_path, body))
+    pruner = spec.make_pruner()
+    assert type(pruner) is expected_type
+    assert first_pruned_step(pruner) == pruned_at
+
+
+# Startup trials are honoured: with fewer finished trials than n_startup_trials, the median pruner never prunes.
+def test_median_pruner_waits_for_its_startup_trials(tmp_path: Path) -> None:
+    spec, _ = load_study(
+        write(tmp_path, SMOKE_HEAD + '[pruner]\ntype = "median"\nn_startup_trials = 2\nn_warmup_steps = 0\n')
+    )
+    assert first_pruned_step(spec.make_pruner()) is None

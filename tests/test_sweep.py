@@ -15,15 +15,16 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
+from conftest import _wait_healthy, assert_one_line_error, cli, free_port, hvit, ok, tiny_study
 from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from conftest import _wait_healthy, cli, free_port, hvit, ok, tiny_study
 from hvit_sweeps.keys import ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
 from hvit_sweeps.mlflow_view import read_study_view
 from hvit_sweeps.sweep import Connected, open_storage
@@ -54,14 +55,6 @@ def study_runs(client: MlflowClient, study: str) -> tuple[object, list[object]]:
     return parents[0], children
 
 
-def assert_one_line_error(result, phrase: str) -> None:
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 2, (result.returncode, result.stdout[-2000:], result.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    assert phrase in lines[0], lines[0]
-    assert "Traceback" not in result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
 def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One smoke sweep of 4 trials on the embedded default, shared by the read-only tests below."""
@@ -77,6 +70,7 @@ def fragment_query(url: str) -> dict[str, str]:
     return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(route).query))
 
 
+@pytest.mark.slow
 def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
     # 4 trials in Optuna; one parent and 4 nested children in MLflow, each with every epoch's metrics.
     root = smoke_sweep / "mlruns"
@@ -107,6 +101,7 @@ def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
 
 
 # `run` ends with links to the trials (flat, best first) and to the study's parent run.
+@pytest.mark.slow
 def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> None:
     out = (smoke_sweep / "run.out").read_text()  # 80 columns: the links must still be whole lines
     client = local_client(smoke_sweep / "mlruns")
@@ -125,13 +120,17 @@ def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> 
 
 
 # `ui` serves the embedded store and prints each study's trials link.
+@pytest.mark.slow
 def test_ui_serves_the_embedded_store(smoke_sweep: Path) -> None:
     port = free_port()
     log = smoke_sweep / "ui.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "hvit_sweeps", "ui", "--port", str(port)],
-            cwd=smoke_sweep, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=smoke_sweep,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}", process, log)
@@ -149,6 +148,7 @@ def test_ui_serves_the_embedded_store(smoke_sweep: Path) -> None:
         process.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_plots_are_real_pngs(smoke_sweep: Path, tmp_path: Path) -> None:
     # The parent's plots are non-trivial PNG files.
     client = local_client(smoke_sweep / "mlruns")
@@ -159,11 +159,13 @@ def test_plots_are_real_pngs(smoke_sweep: Path, tmp_path: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
 
 
+@pytest.mark.slow
 def test_best_export_reproduces_the_recorded_metric(smoke_sweep: Path) -> None:
     # `best --export` writes checkpoint, config, metrics and card; `eval` on it matches the recorded val_acc1.
     ok(result := hvit("best", "--study", "smoke", "--export", "exported", cwd=smoke_sweep))
     out = smoke_sweep / "exported"
-    assert {p.name for p in out.iterdir()} == {"best.pth", "config.json", "metrics.json", "MODEL_CARD.md"}
+    assert {p.name for p in out.iterdir()} == {"best.pth", "config.json", "metrics.json", "MODEL_CARD.md", "visuals"}
+    assert (out / "visuals" / "confusion_matrix.png").is_file()  # drawn for the best trials after the sweep
     assert "hvit-sweep eval --checkpoint best.pth" in (out / "MODEL_CARD.md").read_text()
     best_value = journal_study(smoke_sweep / "mlruns", "smoke").best_value
     ok(evaluated := hvit("eval", "--checkpoint", str(out / "best.pth"), "--split", "val", cwd=smoke_sweep))
@@ -172,12 +174,14 @@ def test_best_export_reproduces_the_recorded_metric(smoke_sweep: Path) -> None:
     assert now == recorded == f"{100 * best_value:.2f}%", result.stdout
 
 
+@pytest.mark.slow
 def test_show_lists_every_trial(smoke_sweep: Path) -> None:
     # `show` prints one row per trial with its state.
     ok(result := hvit("show", "--study", "smoke", cwd=smoke_sweep))
     assert result.stdout.count("COMPLETE") + result.stdout.count("PRUNED") >= 4
 
 
+@pytest.mark.slow
 def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> None:
     # Running again adds trials to the same Optuna study and nests them under the same parent run.
     client = local_client(smoke_sweep / "mlruns")
@@ -189,6 +193,7 @@ def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> No
     assert parent_after.info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     # A pruner that must prune: trials are PRUNED in Optuna and KILLED in MLflow after one epoch.
     # --cuda-graphs on a CPU falls back to eager: said once before the sweep and tagged on each run.
@@ -208,6 +213,7 @@ def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     assert_one_line_error(hvit("best", "--study", "always-pruned", cwd=workdir), "no complete trial")
 
 
+@pytest.mark.slow
 def test_pareto_study_returns_a_pareto_set(workdir: Path) -> None:
     # The two-objective smoke study ends with a non-empty Pareto set and a pareto_front plot.
     ok(hvit("run", "--study", "smoke-pareto", cwd=workdir))
@@ -220,6 +226,7 @@ def test_pareto_study_returns_a_pareto_set(workdir: Path) -> None:
     assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
 
 
+@pytest.mark.slow
 def test_three_local_workers_share_the_journal(workdir: Path) -> None:
     # 3 worker processes on the embedded journal storage finish exactly 9 trials, all nested and closed.
     ok(hvit("run", "--study", "smoke", "--trials", "9", "--workers", "3", cwd=workdir, timeout=600))
@@ -237,19 +244,24 @@ def test_bad_storage_and_tracking_inputs_fail_in_one_line(workdir: Path) -> None
     assert_one_line_error(cli("run", "--study", "smoke", "--storage", "mongodb://x"), "unknown scheme 'mongodb'")
     unreachable_pg = "postgresql+psycopg2://nobody@127.0.0.1:1/none"
     assert_one_line_error(cli("run", "--study", "smoke", "--storage", unreachable_pg), "cannot open the Optuna storage")
-    assert_one_line_error(cli("run", "--study", "smoke", "--tracking-uri", "http://127.0.0.1:1"), "MLflow server not reachable")
+    assert_one_line_error(
+        cli("run", "--study", "smoke", "--tracking-uri", "http://127.0.0.1:1"), "MLflow server not reachable"
+    )
     assert_one_line_error(
         cli("run", "--study", "smoke", "--storage", "sqlite:///o.db", "--workers", "2"), "not safe for parallel"
     )
     assert_one_line_error(cli("show", "--study", "nothing-here"), "no study named 'nothing-here'")
     assert_one_line_error(cli("run", "--study", "nope"), "no study named 'nope'")
-    assert_one_line_error(cli("run", "--study", "smoke", "--devices", "0,1", "--workers", "3"), "does not match --devices")
+    assert_one_line_error(
+        cli("run", "--study", "smoke", "--devices", "0,1", "--workers", "3"), "does not match --devices"
+    )
     journal = workdir / "mlruns" / "optuna.journal"
     if journal.exists():  # nothing half-made: no study was created by any of the refused commands
         storage = optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
         assert optuna.get_all_study_names(storage) == []
 
 
+@pytest.mark.slow  # trains a real trial in-process
 def test_a_changed_definition_never_joins_an_existing_study(workdir: Path) -> None:
     # The same study name with a different dataset is refused instead of mixing results.
     ok(cli("run", "--study", "smoke", "--trials", "1"))
@@ -257,12 +269,16 @@ def test_a_changed_definition_never_joins_an_existing_study(workdir: Path) -> No
     assert_one_line_error(result, "already exists with another definition")
 
 
+@pytest.mark.slow
 def test_ctrl_c_closes_the_trial_and_resume_finishes(workdir: Path) -> None:
     # SIGINT mid-trial: exit 130, the trial is FAIL in Optuna and KILLED in MLflow; --resume reaches the target.
     (workdir / "slow.toml").write_text(tiny_study("interrupted", max_epochs=6, train_samples=640))
     process = subprocess.Popen(
         [sys.executable, "-m", "hvit_sweeps", "run", "--study", "slow.toml"],
-        cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     journal = workdir / "mlruns" / "optuna.journal"
     deadline = time.monotonic() + 180
@@ -290,6 +306,7 @@ def test_ctrl_c_closes_the_trial_and_resume_finishes(workdir: Path) -> None:
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 2
 
 
+@pytest.mark.slow
 def test_keep_top_k_keeps_only_the_best_checkpoints(workdir: Path) -> None:
     # With keep_top_k = 1, exactly one trial (the best) still has a checkpoint artifact.
     (workdir / "top1.toml").write_text(tiny_study("top1", trials=3, max_epochs=1, extra="keep_top_k = 1"))
@@ -297,8 +314,7 @@ def test_keep_top_k_keeps_only_the_best_checkpoints(workdir: Path) -> None:
     study = journal_study(workdir / "mlruns", "top1")
     client = local_client(workdir / "mlruns")
     with_checkpoint = [
-        t.number for t in study.trials
-        if client.list_artifacts(t.user_attrs["mlflow_run_id"], "checkpoint")
+        t.number for t in study.trials if client.list_artifacts(t.user_attrs["mlflow_run_id"], "checkpoint")
     ]
     assert with_checkpoint == [study.best_trial.number]
 
@@ -311,11 +327,13 @@ def test_trial_id_is_the_storage_id_of_the_number(tmp_path: Path) -> None:
     assert [storage.get_trial(trial_id(storage, study, n)).number for n in numbers] == numbers
 
 
-def test_a_dead_local_workers_trial_is_failed_retried_and_closed(tmp_path: Path) -> None:
+def test_a_dead_local_workers_trial_is_failed_retried_and_closed(
+    make_tracker: Callable[[Path], Tracker], tmp_path: Path
+) -> None:
     # On a journal, a RUNNING trial whose local process is gone is failed, retried once, and its MLflow run ended FAILED.
     storage = open_storage(None, root=tmp_path)
     study = optuna.create_study(study_name="stale", storage=storage)
-    tracker = Tracker(None, root=tmp_path)
+    tracker = make_tracker(tmp_path)
     run_id = tracker.client.create_run(tracker.experiment_id("stale")).info.run_id
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

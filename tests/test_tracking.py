@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from hvit_sweeps.tracking import Tracker
 
 
 @pytest.fixture
-def tracker(tmp_path: Path) -> Tracker:
-    return Tracker(None, root=tmp_path / "mlruns")
+def tracker(make_tracker: Callable[[Path], Tracker], tmp_path: Path) -> Tracker:
+    return make_tracker(tmp_path / "mlruns")
 
 
 def start_trial(tracker: Tracker, number: int = 0) -> tuple[str, str, str]:
@@ -21,8 +22,13 @@ def start_trial(tracker: Tracker, number: int = 0) -> tuple[str, str, str]:
     experiment = tracker.experiment_id("s")
     parent, _ = tracker.parent_run(experiment, "s", tags={})
     run_id = tracker.start_trial(
-        experiment_id=experiment, parent_run_id=parent, study_name="s", trial_number=number,
-        config=TrainConfig(), sampled={}, tags={},
+        experiment_id=experiment,
+        parent_run_id=parent,
+        study_name="s",
+        trial_number=number,
+        config=TrainConfig(),
+        sampled={},
+        tags={},
     )
     return experiment, parent, run_id
 
@@ -69,3 +75,20 @@ def test_checkpoint_round_trip_and_delete(tracker: Tracker, tmp_path: Path) -> N
     assert tracker.download_checkpoint(run_id, tmp_path / "down").read_bytes() == b"weights"
     tracker.delete_checkpoint(run_id)
     assert tracker.client.list_artifacts(run_id, keys.CHECKPOINT_DIR) == []
+
+
+def test_parent_run_is_found_again_not_duplicated(tracker: Tracker) -> None:
+    # A rerun of the study finds its one parent run (created False), so new trials nest under the same run.
+    experiment = tracker.experiment_id("s")
+    first, created = tracker.parent_run(experiment, "s", tags={})
+    again, created_again = tracker.parent_run(experiment, "s", tags={})
+    assert (created, again, created_again) == (True, first, False)
+    assert [r.info.run_id for r in tracker.study_runs(experiment)] == [first]
+
+
+def test_end_run_sets_status_and_tags(tracker: Tracker) -> None:
+    # Closing a trial records its final status and the tags that explain it.
+    _, _, run_id = start_trial(tracker)
+    tracker.end_run(run_id, "KILLED", tags={keys.TAG_FAILURE: "pruned at epoch 2"})
+    assert tracker.run_status(run_id) == "KILLED"
+    assert tracker.client.get_run(run_id).data.tags[keys.TAG_FAILURE] == "pruned at epoch 2"

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SMOKE_DATA, TINY_MODEL
 from torch import nn
 
 import hvit_sweeps.train as train_module
@@ -28,22 +29,8 @@ from hvit_sweeps.train import (
     train,
 )
 
-TINY: dict[str, Any] = {
-    "model.embed_dims": [16, 32],
-    "model.depths": [1, 1],
-    "model.num_heads": [2, 2],
-    "model.drop_path_rate": 0.0,
-}
-# 300 synthetic images -> 200 train (3 batches of 64), 100 val, 100 test.
-SMOKE: dict[str, Any] = {
-    "data.dataset": "synthetic",
-    "data.max_train_samples": 300,
-    "data.max_eval_samples": 100,
-    "data.num_workers": 0,
-    "data.batch_size": 64,
-    "runtime.device": "cpu",
-    "runtime.amp": False,
-}
+TINY: dict[str, Any] = {**TINY_MODEL, "model.drop_path_rate": 0.0}
+SMOKE = SMOKE_DATA  # 200 train images: 3 batches of 64
 STEPS_PER_EPOCH = 3
 METRIC_KEYS = {"train_loss", "val_loss", "val_acc1", "val_acc5", "lr", "epoch_seconds", "images_per_second"}
 
@@ -174,7 +161,13 @@ def test_non_finite_loss_diverges(tmp_path: Path) -> None:
 def test_autocast_on_cpu(tmp_path: Path, dtype: str, scaled: bool) -> None:
     path = tmp_path / "ckpt.pth"
     config = tiny_config(
-        {"epochs": 1, "runtime.amp": True, "runtime.autocast_dtype": dtype, "checkpoint_path": str(path), "save_final": True}
+        {
+            "epochs": 1,
+            "runtime.amp": True,
+            "runtime.autocast_dtype": dtype,
+            "checkpoint_path": str(path),
+            "save_final": True,
+        }
     )
     result = train(config)
     assert result.status == "completed"
@@ -320,8 +313,9 @@ def test_resumed_lr_matches_a_straight_run(trained: Trained) -> None:
 # A run stopped after epoch 2 and resumed trains epoch 3 exactly as an uninterrupted run does:
 # same batches, augmentation and drop-path masks, same optimizer state.
 def test_resumed_epoch_matches_an_uninterrupted_run(tmp_path: Path) -> None:
-    config = tiny_config({"epochs": 3, "model.drop_path_rate": 0.1, "save_final": True,
-                          "checkpoint_path": str(tmp_path / "stopped.pth")})
+    config = tiny_config(
+        {"epochs": 3, "model.drop_path_rate": 0.1, "save_final": True, "checkpoint_path": str(tmp_path / "stopped.pth")}
+    )
     train(config, callbacks=[Recorder(stop_at=2)])
     last = load_checkpoint(config.last_checkpoint_path)
     resumed = train(_resume_config(last, {"checkpoint_path": str(tmp_path / "resumed.pth")}), resume=last)
@@ -329,6 +323,7 @@ def test_resumed_epoch_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     timing = {"epoch_seconds", "images_per_second"}
     for got, want in zip(resumed.history, straight.history, strict=True):
         assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in want.items() if k not in timing}
+
 
 # Resuming a finished checkpoint, or with another model, is refused with the fix.
 def test_resume_refusals(trained: Trained) -> None:
@@ -364,10 +359,14 @@ def _tampered(source: Path, dest: Path) -> Path:
         pytest.param(lambda d, good: d / "missing.pth", "checkpoint not found", id="missing"),
         pytest.param(lambda d, good: _save(d / "f.pth", {"a": 1}), "is not an hvit-sweep checkpoint", id="foreign"),
         pytest.param(
-            lambda d, good: _write(d / "c.pth", random.Random(0).randbytes(2000)), "is not a readable checkpoint", id="random-bytes"
+            lambda d, good: _write(d / "c.pth", random.Random(0).randbytes(2000)),
+            "is not a readable checkpoint",
+            id="random-bytes",
         ),
         pytest.param(
-            lambda d, good: _write(d / "t.pth", good.read_bytes()[:-100]), "is not a readable checkpoint", id="truncated"
+            lambda d, good: _write(d / "t.pth", good.read_bytes()[:-100]),
+            "is not a readable checkpoint",
+            id="truncated",
         ),
         pytest.param(lambda d, good: _write(d / "e.pth", b""), "is not a readable checkpoint", id="empty"),
         pytest.param(
@@ -419,6 +418,7 @@ def test_evaluate_checkpoint_reproduces_recorded_metrics(trained: Trained) -> No
 
 
 # One epoch on 2,000 real Fashion-MNIST images learns far above chance (10%).
+@pytest.mark.slow  # a real training run: 1 s on an idle machine, over 10 s on a loaded one
 @pytest.mark.skipif(not FASHION_MNIST_SYSTEM_DIR.is_dir(), reason=f"{FASHION_MNIST_SYSTEM_DIR} is absent")
 def test_learns_real_fashion_mnist(tmp_path: Path) -> None:
     config = build_config(

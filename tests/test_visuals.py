@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import SMOKE_DATA, TINY_MODEL
 from PIL import Image
 from torch import nn
 
@@ -31,22 +32,15 @@ from hvit_sweeps.visuals import (
 )
 
 # 300 synthetic images (100 classes) -> 200 train, 100 val; a two-stage 16/32 model.
-TINY: dict[str, Any] = {
-    "data.dataset": "synthetic",
-    "data.max_train_samples": 300,
-    "data.max_eval_samples": 100,
-    "data.num_workers": 0,
-    "data.batch_size": 64,
-    "runtime.device": "cpu",
-    "runtime.amp": False,
-    "model.embed_dims": [16, 32],
-    "model.depths": [1, 1],
-    "model.num_heads": [2, 2],
-    "epochs": 2,
-}
+TINY: dict[str, Any] = {**SMOKE_DATA, **TINY_MODEL, "epochs": 2}
 FILES = {
-    "confusion_matrix.json", "confusion_matrix.png", "per_class_accuracy.json", "per_class_accuracy.png",
-    "misclassified.png", "training_curves.png", "train_batch.png",
+    "confusion_matrix.json",
+    "confusion_matrix.png",
+    "per_class_accuracy.json",
+    "per_class_accuracy.png",
+    "misclassified.png",
+    "training_curves.png",
+    "train_batch.png",
 }
 
 
@@ -161,8 +155,12 @@ def test_grayscale_misclassified_grid(trained: Trained, tmp_path: Path) -> None:
     pixels = denormalize(images, info)
     assert pixels.shape == (3, 28, 28, 1) and pixels.min() >= 0 and pixels.max() <= 1
     predictions = Predictions(
-        true=np.array([0, 1, 2]), pred=np.array([1, 2, 0]), wrong_images=images,
-        wrong_true=np.array([0, 1, 2]), wrong_pred=np.array([1, 2, 0]), wrong_confidence=np.array([0.5, 0.4, 0.9]),
+        true=np.array([0, 1, 2]),
+        pred=np.array([1, 2, 0]),
+        wrong_images=images,
+        wrong_true=np.array([0, 1, 2]),
+        wrong_pred=np.array([1, 2, 0]),
+        wrong_confidence=np.array([0.5, 0.4, 0.9]),
     )
     width, height = png_size(plot_misclassified(predictions, info, tmp_path / "gray.png"))
     assert width > height > 100  # one row of three
