@@ -81,7 +81,9 @@ def run(cmd: list[str], *, check: bool = True, timeout: float | None = None, **k
     except subprocess.TimeoutExpired as exc:
         raise HarnessError(f"`{' '.join(cmd[:4])} ...` timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
-        raise HarnessError(f"`{' '.join(cmd[:4])} ...` failed ({proc.returncode}): {_tail((proc.stderr or '') + (proc.stdout or ''), 4)}")
+        raise HarnessError(
+            f"`{' '.join(cmd[:4])} ...` failed ({proc.returncode}): {_tail((proc.stderr or '') + (proc.stdout or ''), 4)}"
+        )
     return proc
 
 
@@ -102,24 +104,35 @@ def ensure_engine(start: bool = True, wait_s: float = 60) -> None:
     if engine_ok():
         return
     if not shutil.which("docker"):
-        raise EngineUnavailable("no Docker engine: the `docker` client is not installed (Debian: apt-get install docker.io)")
+        raise EngineUnavailable(
+            "no Docker engine: the `docker` client is not installed (Debian: apt-get install docker.io)"
+        )
     dockerd = shutil.which("dockerd") or ("/usr/sbin/dockerd" if Path("/usr/sbin/dockerd").exists() else None)
     if not start or dockerd is None:
-        raise EngineUnavailable("no Docker engine: `docker info` fails and no dockerd to start (Debian: apt-get install docker.io)")
+        raise EngineUnavailable(
+            "no Docker engine: `docker info` fails and no dockerd to start (Debian: apt-get install docker.io)"
+        )
     if os.geteuid() != 0:
         raise EngineUnavailable("no Docker engine: `docker info` fails and starting dockerd needs root")
     logfile = cache_dir() / "dockerd.log"
     log(f"starting dockerd --iptables=false (log: {logfile})")
     with open(logfile, "ab") as fh:
-        subprocess.Popen([dockerd, "--iptables=false"], stdout=fh, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True)
+        subprocess.Popen(
+            [dockerd, "--iptables=false"],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if engine_ok():
             return
         time.sleep(1)
-    raise EngineUnavailable(f"no Docker engine: dockerd did not answer within {wait_s:.0f}s; "
-                            f"last log lines: {_tail(logfile.read_text(errors='replace'), 4)}")
+    raise EngineUnavailable(
+        f"no Docker engine: dockerd did not answer within {wait_s:.0f}s; "
+        f"last log lines: {_tail(logfile.read_text(errors='replace'), 4)}"
+    )
 
 
 def compose_cmd() -> list[str]:
@@ -128,7 +141,9 @@ def compose_cmd() -> list[str]:
         return ["docker", "compose"]
     if shutil.which("docker-compose"):
         return ["docker-compose"]
-    raise EngineUnavailable("no compose: neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)")
+    raise EngineUnavailable(
+        "no compose: neither `docker compose` nor `docker-compose` is installed (Debian: apt-get install docker-compose)"
+    )
 
 
 # ------------------------------------------------------------------ images
@@ -136,8 +151,9 @@ def compose_cmd() -> list[str]:
 
 def image_label(tag: str) -> str | None:
     """None if the tag is absent; "" if present but not a stand-in; else the stand-in's hash."""
-    proc = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", tag], capture_output=True, text=True
+    )
     if proc.returncode != 0:
         return None
     labels = json.loads(proc.stdout.strip() or "null") or {}
@@ -148,8 +164,15 @@ def image_id(tag: str) -> str:
     return run(["docker", "image", "inspect", "--format", "{{.Id}}", tag]).stdout.strip()
 
 
-def docker_build(tag: str, context: Path, dockerfile: Path, *, build_args: dict[str, str] | None = None,
-                 labels: dict[str, str] | None = None, what: str) -> None:
+def docker_build(
+    tag: str,
+    context: Path,
+    dockerfile: Path,
+    *,
+    build_args: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    what: str,
+) -> None:
     """`docker build --network host` (the classic builder), full log to the cache; one-line error."""
     logfile = cache_dir() / "logs" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", tag) + ".build.log")
     logfile.parent.mkdir(exist_ok=True)
@@ -165,14 +188,16 @@ def docker_build(tag: str, context: Path, dockerfile: Path, *, build_args: dict[
     with open(logfile, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
-        raise HarnessError(f"build of {what} ({tag}) failed: {_tail(logfile.read_text(errors='replace'), 3)} (full log: {logfile})")
+        raise HarnessError(
+            f"build of {what} ({tag}) failed: {_tail(logfile.read_text(errors='replace'), 3)} (full log: {logfile})"
+        )
     log(f"built {tag} in {time.monotonic() - t0:.0f}s")
 
 
 @dataclass
 class StandIn:
-    tag: str            # the public name, exactly as the project's files spell it
-    recipe: str         # folder under docker/standins/
+    tag: str  # the public name, exactly as the project's files spell it
+    recipe: str  # folder under docker/standins/
     build_args: dict[str, str] = field(default_factory=dict)
 
 
@@ -232,7 +257,9 @@ def ensure_base() -> str:
     root_tag = "hvit-standin/debian-rootfs:bookworm"
     if image_label(root_tag) is None:
         if not shutil.which("debootstrap"):
-            raise HarnessError("cannot build the base stand-in: debootstrap is not installed (Debian: apt-get install debootstrap)")
+            raise HarnessError(
+                "cannot build the base stand-in: debootstrap is not installed (Debian: apt-get install debootstrap)"
+            )
         if os.geteuid() != 0:
             raise HarnessError("cannot build the base stand-in: debootstrap needs root")
         work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_dir()))
@@ -242,11 +269,22 @@ def ensure_base() -> str:
         t0 = time.monotonic()
         try:
             with open(logfile, "w") as fh:
-                proc = subprocess.run(["debootstrap", "--variant=minbase", "--include=ca-certificates",
-                                       "bookworm", str(work / "root"), DEBIAN_MIRROR],
-                                      stdout=fh, stderr=subprocess.STDOUT)
+                proc = subprocess.run(
+                    [
+                        "debootstrap",
+                        "--variant=minbase",
+                        "--include=ca-certificates",
+                        "bookworm",
+                        str(work / "root"),
+                        DEBIAN_MIRROR,
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )
             if proc.returncode != 0:
-                raise HarnessError(f"debootstrap failed: {_tail(logfile.read_text(errors='replace'), 3)} (full log: {logfile})")
+                raise HarnessError(
+                    f"debootstrap failed: {_tail(logfile.read_text(errors='replace'), 3)} (full log: {logfile})"
+                )
             # Keep the image small: no apt caches.
             shutil.rmtree(work / "root" / "var" / "cache" / "apt" / "archives", ignore_errors=True)
             tar = subprocess.Popen(["tar", "-C", str(work / "root"), "-c", "."], stdout=subprocess.PIPE)
@@ -299,9 +337,14 @@ def ensure_standins(*, force: bool = False) -> dict[str, str]:
             log(f"{s.tag} stand-in is cached ({want})")
             result[s.tag] = "cached stand-in"
             continue
-        docker_build(s.tag, recipe_dir, recipe_dir / "Dockerfile",
-                     build_args={"STANDIN_BASE": base, **s.build_args},
-                     labels={LABEL: want}, what=f"the {s.recipe} stand-in")
+        docker_build(
+            s.tag,
+            recipe_dir,
+            recipe_dir / "Dockerfile",
+            build_args={"STANDIN_BASE": base, **s.build_args},
+            labels={LABEL: want},
+            what=f"the {s.recipe} stand-in",
+        )
         result[s.tag] = "stand-in"
     return result
 
@@ -318,8 +361,13 @@ def build_project_images(compose_config: dict) -> list[str]:
             build = {"context": build}
         context = Path(build["context"])
         dockerfile = context / build.get("dockerfile", "Dockerfile")
-        docker_build(svc["image"], context, dockerfile, build_args=build.get("args") or {},
-                     what=f"the project's {dockerfile.name} (service {name})")
+        docker_build(
+            svc["image"],
+            context,
+            dockerfile,
+            build_args=build.get("args") or {},
+            what=f"the project's {dockerfile.name} (service {name})",
+        )
         done.append(svc["image"])
     return done
 
