@@ -265,3 +265,13 @@ def test_folder_dataset_trains(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "2 classes" in flat(result.stdout)
+
+
+# Without a terminal, `train` says what it is about to do before the first epoch ends.
+def test_train_prints_its_plan_first(trained: tuple[Path, Result]) -> None:
+    _, result = trained
+    lines = result.stdout.splitlines()
+    first_epoch = next(i for i, line in enumerate(lines) if line.startswith("epoch 1/"))
+    header = "\n".join(lines[:first_epoch])
+    assert "dataset: synthetic" in header and "model:" in header and "MFLOPs" in header
+    assert "device cpu, fp32, eager steps" in header  # the defaults on a CPU, said up front
