@@ -69,6 +69,10 @@ def _relabel(axes: Any, *, xlabel: str, ylabel: str) -> Any:
 
 def _integer_x(axes: Any) -> Any:
     """Trial numbers and epochs are whole: no 0.5 ticks on a short study."""
+    low, high = axes.get_xlim()
+    if high - low < 2:  # one trial: matplotlib would span +-0.05 around it, with no whole tick but one
+        middle = round((low + high) / 2)
+        axes.set_xlim(middle - 0.5, middle + 0.5)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     return axes
 

@@ -104,3 +104,17 @@ def test_epoch_axes_are_relabelled(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, SINGLE)
     axes = study_figures(run(spec, 2), spec)["intermediate_values"].axes[0]
     assert (axes.get_xlabel(), axes.get_ylabel()) == ("Epoch", "val_acc1")
+
+
+# A one-trial study's history has one whole-number tick, not -0.045 ... 0.045.
+def test_one_trial_axis_has_whole_ticks() -> None:
+    import matplotlib.pyplot as plt
+
+    from hvit_sweeps.plots import _integer_x
+
+    figure, axes = plt.subplots()
+    axes.plot([0], [0.03], "o")
+    _integer_x(axes)
+    figure.canvas.draw()
+    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["0"]
+    plt.close(figure)
