@@ -73,7 +73,7 @@ def _integer_x(axes: Any) -> Any:
     if high - low < 2:  # one trial: matplotlib would span +-0.05 around it, with no whole tick but one
         middle = round((low + high) / 2)
         axes.set_xlim(middle - 0.5, middle + 0.5)
-    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     return axes
 
 

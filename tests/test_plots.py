@@ -116,5 +116,6 @@ def test_one_trial_axis_has_whole_ticks() -> None:
     axes.plot([0], [0.03], "o")
     _integer_x(axes)
     figure.canvas.draw()
-    assert [tick.get_text() for tick in axes.get_xticklabels()] == ["0"]
+    low, high = axes.get_xlim()
+    assert [tick for tick in axes.get_xticks() if low <= tick <= high] == [0]
     plt.close(figure)
