@@ -64,7 +64,8 @@ class _OneLineErrors(TyperGroup):
             _fail(str(err))
         except PermissionError as err:  # a read-only folder or file the user pointed at
             _fail(f"permission denied: {err.filename or err}: give this user access, or point the command elsewhere")
-        except _ABORTS:
+        except (*_ABORTS, KeyboardInterrupt):  # Ctrl-C before a command's own handling (while importing torch)
+            click.echo("interrupted", err=True)
             sys.exit(130)
         if not standalone_mode:
             return result
