@@ -100,6 +100,8 @@ class TrialObjective:
     def __call__(self, trial: optuna.Trial) -> list[float]:
         try:
             return self._run_trial(trial)
+        except (optuna.TrialPruned, SurplusTrial):
+            raise  # ordinary ends of a trial: no need to ask the tracking server
         except Exception:
             # Optuna records the trial as FAIL either way; the worker stops the sweep on this.
             self.tracking_down = not self.sweep.tracker.reachable()
