@@ -75,7 +75,7 @@ def test_killed_worker_trial_is_failed_retried_and_closed(
 ) -> None:
     # SIGKILL mid-trial, then resume: the heartbeat fails the trial, a retry runs it, its MLflow run ends FAILED.
     storage = make_database()
-    (workdir / "slow.toml").write_text(tiny_study("killed", max_epochs=4, train_samples=640))
+    (workdir / "slow.toml").write_text(tiny_study("killed", max_epochs=6, train_samples=640))
     common = ["--study", "slow.toml", "--storage", storage, "--tracking-uri", mlflow_server, "--heartbeat", "1"]
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "HVIT_STORAGE")}
     worker = subprocess.Popen(

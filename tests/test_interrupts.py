@@ -28,7 +28,9 @@ from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_TARGET, ROLE_STUDY, TAG_ROLE, TAG
 
 BIN = str(Path(sys.executable).parent)  # where `hvit-sweep` and `mlflow` are installed
 # A trial long enough that a signal lands inside an epoch: 57 batches (~10 s) each on this 2-core machine.
-SLOW_TRIAL = {"max_epochs": 2, "train_samples": 4096}
+# Four epochs of about 1.7 s here: a signal sent just after epoch 1 lands mid-trial even on a much faster CPU,
+# where two epochs could pass between the log line and the signal.
+SLOW_TRIAL = {"max_epochs": 4, "train_samples": 4096}
 WAIT = 300  # seconds: generous, the machine is shared and busy
 
 
@@ -72,9 +74,9 @@ class Sweep:
         pytest.fail(f"no {text!r} in {timeout} s:\n{self.stdout[-2000:]}")
 
     def mid_epoch(self) -> None:
-        """Wait until trial 0 is inside its second epoch (its first has ended, 57 batches follow)."""
+        """Wait until trial 0 is inside its second epoch (its first has ended, three more follow)."""
         self.wait_for("trial 0: epoch 1 done")
-        time.sleep(1.0)
+        time.sleep(0.3)
         assert self.process.poll() is None
 
     def signal_and_time(self, sig: int, timeout: float = 120) -> float:
