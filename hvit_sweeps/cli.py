@@ -693,6 +693,15 @@ def report(
     *,
     out: Annotated[Path | None, Opt(help="The HTML file to write (default: report-<study>.html).")] = None,
     top: Annotated[int, Opt(min=1, help="How many of the best trials to show.")] = 5,
+    interactive: Annotated[
+        bool | None,
+        Opt(
+            "--interactive/--png",
+            help="Optuna plots as plotly (about 5 MB more: plotly.js inline) or PNG"
+            " (default: plotly when it is installed).",
+            show_default=False,
+        ),
+    ] = None,
     ref: StudyRef,
 ) -> None:
     """Write one self-contained HTML page for a study: summary, best trials, plots and visuals."""
@@ -700,7 +709,8 @@ def report(
     from hvit_sweeps.report import build_report
 
     loaded = ref.load()
-    path = build_report(loaded, tracker=ref.tracker(), out=out or Path(f"report-{loaded.study_name}.html"), top=top)
+    out = out or Path(f"report-{loaded.study_name}.html")
+    path = build_report(loaded, tracker=ref.tracker(), out=out, top=top, interactive=interactive)
     console.print(f"report: {path}")
 
 

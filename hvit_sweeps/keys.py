@@ -30,6 +30,7 @@ __all__ = [
     "PARAM_OBJECTIVES",
     "PLOTS_DIR",
     "PLOT_HISTORY",
+    "PLOT_INTERMEDIATE",
     "ROLE_FINAL",
     "ROLE_STUDY",
     "ROLE_TRIAL",
@@ -142,6 +143,7 @@ FAILURE_FILE = "failure.txt"  # a failed trial's traceback
 STUDY_FILE_DIR = "study"  # the parent run's copy of the study file
 PLOTS_DIR = "plots"
 PLOT_HISTORY = "optimization_history"
+PLOT_INTERMEDIATE = "intermediate_values"  # per-epoch values of each trial
 
 
 def plot_artifact(name: str) -> str:

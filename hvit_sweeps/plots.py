@@ -21,14 +21,50 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 from optuna.visualization import matplotlib as vis  # noqa: E402
 
-from hvit_sweeps.keys import PLOT_HISTORY  # noqa: E402
+from hvit_sweeps.keys import PLOT_HISTORY, PLOT_INTERMEDIATE  # noqa: E402
 from hvit_sweeps.study import StudySpec  # noqa: E402
 
-__all__ = ["study_figures"]
+__all__ = ["interactive_figures", "study_figures"]
 
 
 def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
-    """Name -> figure for every plot this study's trials allow."""
+    """Name -> matplotlib figure for every plot this study's trials allow (PNG artifacts, the report without plotly)."""
+    decorate: dict[str, Callable[[Any], Any]] = {
+        PLOT_HISTORY: _integer_x,
+        PLOT_INTERMEDIATE: lambda axes: _relabel(axes, xlabel="Epoch", ylabel=spec.objectives[0].metric),
+    }
+    figures = {}
+    for name, draw in _plan(study, spec, vis).items():
+        figure = _draw(lambda: decorate.get(name, _same)(draw()))  # noqa: B023 - called at once, in this iteration
+        if figure is not None:
+            figures[name] = figure
+    return figures
+
+
+def interactive_figures(study: optuna.Study, spec: StudySpec, height: int = 460) -> dict[str, Any]:
+    """Name -> plotly figure for the same plots; needs plotly installed."""
+    from optuna import visualization as plotly_vis
+
+    figures = {}
+    for name, draw in _plan(study, spec, plotly_vis).items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # experimental plots; importances on few trials
+            try:
+                figure = draw()
+            except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+                continue  # too few or too uniform trials for this plot yet
+        # A fixed height: plotly's default of "100%" of a grid cell with no height is zero.
+        figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50})
+        if name == PLOT_INTERMEDIATE:
+            figure.update_layout(xaxis_title="Epoch", yaxis_title=spec.objectives[0].metric)
+        if name in (PLOT_HISTORY, PLOT_INTERMEDIATE):
+            figure.update_xaxes(tickformat="d", dtick=1 if _few_steps(study) else None)
+        figures[name] = figure
+    return figures
+
+
+def _plan(study: optuna.Study, spec: StudySpec, backend: Any) -> dict[str, Callable[[], Any]]:
+    """Name -> draw call through Optuna's matplotlib or plotly module, for the plots these trials allow."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return {}
@@ -40,24 +76,29 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
             return trial.values[0]
 
     plots: dict[str, Callable[[], Any]] = {
-        PLOT_HISTORY: lambda: _integer_x(vis.plot_optimization_history(study, target=target, target_name=first.metric)),
-        "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first.metric),
+        PLOT_HISTORY: lambda: backend.plot_optimization_history(study, target=target, target_name=first.metric),
+        "parallel_coordinate": lambda: backend.plot_parallel_coordinate(study, target=target, target_name=first.metric),
     }
     if len(complete) >= 2:
-        plots["param_importances"] = lambda: vis.plot_param_importances(study, target=target, target_name=first.metric)
+        plots["param_importances"] = lambda: backend.plot_param_importances(
+            study, target=target, target_name=first.metric
+        )
     if spec.multi_objective:
         names = [o.metric for o in spec.objectives]
-        plots["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=names)
+        plots["pareto_front"] = lambda: backend.plot_pareto_front(study, target_names=names)
     else:
-        plots["intermediate_values"] = lambda: _relabel(
-            vis.plot_intermediate_values(study), xlabel="Epoch", ylabel=first.metric
-        )
-    figures = {}
-    for name, draw in plots.items():
-        figure = _draw(draw)
-        if figure is not None:
-            figures[name] = figure
-    return figures
+        plots[PLOT_INTERMEDIATE] = lambda: backend.plot_intermediate_values(study)
+    return plots
+
+
+def _few_steps(study: optuna.Study) -> bool:
+    """Whole-number ticks one apart read well up to about a dozen trials or epochs."""
+    steps = max((len(t.intermediate_values) for t in study.trials), default=0)
+    return max(len(study.trials), steps) <= 12
+
+
+def _same(axes: Any) -> Any:
+    return axes
 
 
 def _relabel(axes: Any, *, xlabel: str, ylabel: str) -> Any:

@@ -276,47 +276,20 @@ def _best_section(facts: _Facts) -> str:
 
 
 def _plots_section(facts: _Facts, plotly: bool) -> str:
-    study = facts.study
+    from hvit_sweeps.plots import interactive_figures, study_figures  # matplotlib and plotly: only for a report
+
+    spec = _spec_for_plots(facts.study)
     if plotly:
-        figures = _plotly_figures(study, _spec_for_plots(study))
+        figures = interactive_figures(facts.study, spec)
         parts = [
-            _figure(name, fig.to_html(full_html=False, include_plotlyjs=(i == 0), default_width="100%"))
+            _figure(name, fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"responsive": True}))
             for i, (name, fig) in enumerate(figures.items())
         ]
     else:
-        from hvit_sweeps.plots import study_figures
-
-        parts = [
-            _figure(name, _img(_png_of(fig), name))
-            for name, fig in study_figures(study, _spec_for_plots(study)).items()
-        ]
-    kind = "interactive (plotly)" if plotly else "PNG (install plotly for interactive plots)"
+        parts = [_figure(name, _img(_png_of(fig), name)) for name, fig in study_figures(facts.study, spec).items()]
+    kind = "interactive (plotly)" if plotly else "PNG (`report --interactive` draws them with plotly, when installed)"
     note = f"<p class='note'>{_e(kind)}; a plot that needs more trials is left out.</p>"
     return note + f"<div class='grid'>{''.join(parts)}</div>"
-
-
-def _plotly_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
-    """Optuna's plotly plots this study allows; those it cannot draw yet are left out."""
-    from optuna import visualization as vis
-
-    first = spec.objectives[0].metric
-    target = (lambda t: t.values[0]) if spec.multi_objective else None
-    draws: dict[str, Any] = {
-        "optimization_history": lambda: vis.plot_optimization_history(study, target=target, target_name=first),
-        "param_importances": lambda: vis.plot_param_importances(study, target=target, target_name=first),
-        "parallel_coordinate": lambda: vis.plot_parallel_coordinate(study, target=target, target_name=first),
-    }
-    if spec.multi_objective:
-        draws["pareto_front"] = lambda: vis.plot_pareto_front(study, target_names=[o.metric for o in spec.objectives])
-    else:
-        draws["intermediate_values"] = lambda: vis.plot_intermediate_values(study)
-    figures = {}
-    for name, draw in draws.items():
-        try:
-            figures[name] = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
-            continue
-    return figures
 
 
 def _cost_section(facts: _Facts) -> str:
@@ -393,6 +366,8 @@ def _worst_classes(summary: dict[str, Any], count: int = 10) -> str:
 
 # -- HTML ------------------------------------------------------------------------------
 
+# The plot grid is auto-fill, not auto-fit: plotly sizes a figure to its cell as the page is parsed, and with
+# auto-fit the first cell spans the whole row until the second figure arrives.
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1320px;padding:0 24px 48px;color:#1d1d1f}
 h1{margin:24px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
@@ -400,7 +375,7 @@ nav a{margin-right:16px}table{border-collapse:collapse;margin:8px 0;font-size:14
 td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}
 img{max-width:100%;height:auto;display:block;margin:8px 0}.scroll{overflow:auto;max-height:1000px;border:1px solid #ddd}
 .scroll img{max-width:none}figure{margin:16px 0}figcaption{font-weight:600;font-size:14px;color:#444}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:8px 24px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px 24px}
 .note{color:#666;font-size:13px}details{margin:6px 0}code{background:#f3f3f3;padding:1px 4px}
 """
 
@@ -477,7 +452,8 @@ def _params_text(params: dict[str, Any]) -> str:
 def _duration(trial: FrozenTrial) -> str:
     if trial.datetime_start is None or trial.datetime_complete is None:
         return ""
-    return f"{(trial.datetime_complete - trial.datetime_start).total_seconds():.0f} s"
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"  # tiny trials take under a second
 
 
 def _use_plotly(interactive: bool | None) -> bool:
@@ -485,5 +461,5 @@ def _use_plotly(interactive: bool | None) -> bool:
         return False
     installed = importlib.util.find_spec("plotly") is not None
     if interactive and not installed:
-        raise HvitError("interactive plots need plotly: pip install plotly, or leave out --interactive")
+        raise HvitError("--interactive needs plotly: pip install plotly, or use --png")
     return installed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import re
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
-from conftest import run_tiny_sweep
+from conftest import cli, ok, run_tiny_sweep
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from PIL import Image
@@ -176,8 +177,12 @@ def test_interactive_plots_inline_plotly(sweep: Path, tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     page = Page(text)
     assert page.sources == []  # plotly.js is in the page, not fetched from a CDN
-    assert text.count("Plotly.newPlot") >= 2
+    figures = text.count("Plotly.newPlot")
+    assert figures >= 2
     assert len(re.findall(r"\* plotly\.js v[0-9.]+", text)) == 1
+    # Each figure has its own height: plotly's default, 100% of a grid cell with no height, draws nothing.
+    assert len(re.findall(r'"height":\s*460', text)) == figures
+    assert '"text":"Epoch"' in text.replace(" ", "")  # the intermediate values' x axis, not Optuna's "Step"
     outside_scripts = re.sub(r"<script.*?</script>", "", text, flags=re.DOTALL)
     urls = re.findall(r"https?://[^\s'\"<>]+", outside_scripts)
     assert all(url.startswith(f"{LOCAL_UI}/#/experiments/") for url in urls), urls
@@ -208,3 +213,15 @@ def test_pareto_study_report(make_tracker: Callable[[Path], Tracker], tmp_path: 
     assert "Pareto set of 2 trial(s)" in text  # trials 1 and 3; 3 (0.55 at 0.5) dominates 0
     assert "pareto_front" in page.images_by_section["optuna-plots"]
     assert page.images_by_section["accuracy-cost"]
+
+
+# The CLI writes the report; --png keeps the plots as images even where plotly is installed.
+@pytest.mark.slow
+def test_report_command_png_and_default(sweep: Path, tmp_path: Path) -> None:
+    study = ("--study", str(sweep.parent / "tiny.toml"), "--root", str(sweep))
+    ok(cli("report", *study, "--png", "--out", str(tmp_path / "png.html")))
+    text = (tmp_path / "png.html").read_text(encoding="utf-8")
+    assert "Plotly.newPlot" not in text and Page(text).images_by_section.get("optuna-plots")
+    ok(cli("report", *study, "--out", str(tmp_path / "default.html")))
+    default = (tmp_path / "default.html").read_text(encoding="utf-8")
+    assert ("Plotly.newPlot" in default) == (importlib.util.find_spec("plotly") is not None)
