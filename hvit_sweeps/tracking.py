@@ -17,6 +17,8 @@ import fcntl
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import time
 import urllib.error
@@ -103,6 +105,8 @@ class Tracker:
             )
         with self._init_lock():  # a new SQLite store is created and migrated right here
             self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith(("http://", "https://")):
+            _OutageNotice.install(self.uri)
 
     # -- setup -------------------------------------------------------------------------
 
@@ -304,6 +308,44 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path), PLOTS_DIR)
                 names.append(path.name)
         return names
+
+
+class _OutageNotice(logging.Handler):
+    """One line when MLflow starts retrying a request to the server, and one when the server answers again.
+
+    MLflow retries a refused or failed request for about four minutes by default, through urllib3,
+    whose log goes to a NullHandler: without this a sweep would stall without a word. urllib3 logs
+    each answered request at DEBUG, which is how the return is seen.
+    """
+
+    _LOGGER = "urllib3.connectionpool"
+    _ANSWERED = re.compile(r'HTTP/[0-9.]+" [1-4][0-9][0-9] ')  # '... "POST /api/... HTTP/1.1" 200 2'
+
+    def __init__(self, uri: str) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.uri = uri
+        self.since: float | None = None
+
+    @classmethod
+    def install(cls, uri: str) -> None:
+        logger = logging.getLogger(cls._LOGGER)
+        if not any(isinstance(h, cls) for h in logger.handlers):  # one per process, whichever Tracker is first
+            logger.addHandler(cls(uri))
+            logger.setLevel(logging.DEBUG)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if self.since is None and message.startswith("Retrying"):
+            self.since = time.monotonic()
+            _say(f"tracking: the MLflow server at {self.uri} is not answering; retrying while training waits")
+        elif self.since is not None and self._ANSWERED.search(message):
+            _say(f"tracking: the MLflow server answers again, after {time.monotonic() - self.since:.0f} s")
+            self.since = None
+
+
+def _say(line: str) -> None:
+    # stderr: a live rich display redirects it above itself; a worker's goes to its log.
+    print(line, file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager

@@ -337,6 +337,37 @@ def test_an_outage_longer_than_the_retries_ends_in_one_line_and_resume_closes_ev
         server.stop()
 
 
+@pytest.mark.slow
+def test_a_short_outage_is_announced_and_the_sweep_goes_on(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory, sweeps: list[Sweep]
+) -> None:
+    # The MLflow server is down for a few seconds: one line says so, one says it is back; the sweep finishes.
+    server = Server(tmp_path_factory.mktemp("mlflow-blip"))
+    server.start()
+    try:
+        (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=2, max_epochs=3, train_samples=2048))
+        flags = ("--study", "tiny.toml", "--root", "store", "--tracking-uri", server.url)
+        env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+        sweeps.append(run := Sweep(workdir, *flags, env=env))
+        run.wait_for("trial 0: epoch 1 done")
+        server.stop()
+        deadline = time.monotonic() + 120
+        while "is not answering" not in run.stderr and time.monotonic() < deadline:
+            time.sleep(0.2)
+        server.start()
+        run.process.wait(timeout=WAIT)
+        output = run.stdout + run.stderr
+        assert run.process.returncode == 0, output[-3000:]
+        notices = [line for line in run.stderr.splitlines() if line.startswith("tracking: ")]
+        assert len(notices) == 2, notices
+        assert f"the MLflow server at {server.url} is not answering" in notices[0]
+        assert "answers again, after" in notices[1]
+        assert_exact(journal_study(workdir / "store", "tiny"), 2)
+        assert_nothing_running(MlflowClient(server.url))
+    finally:
+        server.stop()
+
+
 # -- bad values -----------------------------------------------------------------------------------
 
 
