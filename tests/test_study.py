@@ -226,3 +226,16 @@ def test_median_pruner_waits_for_its_startup_trials(tmp_path: Path) -> None:
         write(tmp_path, SMOKE_HEAD + '[pruner]\ntype = "median"\nn_startup_trials = 2\nn_warmup_steps = 0\n')
     )
     assert first_pruned_step(spec.make_pruner()) is None
+
+
+@pytest.mark.parametrize(("percentile", "pruned"), [(25.0, True), (90.0, False)])
+def test_percentile_pruner_keeps_the_named_share(tmp_path: Path, percentile: float, pruned: bool) -> None:
+    # Maximizing, percentile 25 keeps only trials in the top quarter; 90 keeps all but the bottom tenth.
+    settings = f'[pruner]\ntype = "percentile"\npercentile = {percentile}\nn_startup_trials = 1\nn_warmup_steps = 0\n'
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + settings))
+    study = optuna.create_study(pruner=spec.make_pruner(), direction="maximize")
+    for value in (0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.8, 0.9):
+        study.add_trial(optuna.trial.create_trial(value=value, intermediate_values={1: value}))
+    trial = study.ask()
+    trial.report(0.5, 1)  # the median: below the top quarter, above the bottom tenth
+    assert bool(trial.should_prune()) is pruned
