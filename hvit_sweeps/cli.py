@@ -618,7 +618,6 @@ def best(
 ) -> None:
     """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
     from hvit_sweeps.console import best_trials, console, trials_table
-    from hvit_sweeps.export import export_trials
 
     loaded = ref.load()
     if retrain:
@@ -645,6 +644,8 @@ def best(
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         console.print(f"{line}\n  checkpoint: runs:/{run_id}/{CHECKPOINT_ARTIFACT}", soft_wrap=True)
     if export is not None:
+        from hvit_sweeps.export import export_trials  # torch: only to write a checkpoint
+
         for path in export_trials(loaded, chosen, tracker=ref.tracker(), dest=export):
             console.print(f"exported {path}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -25,11 +25,13 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from hvit_sweeps.checkpoint import Checkpoint
-from hvit_sweeps.data import DatasetInfo
+from hvit_sweeps.callbacks import Callback, EpochReport, RunPlan, TrainResult
+from hvit_sweeps.data.info import DatasetInfo
 from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
 from hvit_sweeps.sweep.state import best_trials
-from hvit_sweeps.train import Callback, EpochReport, RunPlan, TrainResult
+
+if TYPE_CHECKING:  # torch: `show`, `best` and `studies` print without importing it
+    from hvit_sweeps.checkpoint import Checkpoint
 
 __all__ = [
     "SweepDashboard",

@@ -311,61 +311,64 @@ class Server:
             self.process.wait(timeout=30)
 
 
+@pytest.fixture
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A real MLflow server on a free port; the test may stop and start it, it is killed at the end."""
+    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+def sweep_on(server: Server, workdir: Path, sweeps: list[Sweep], env: dict[str, str], **study: int) -> Sweep:
+    """A two-trial `run` tracked on ``server``; ``env`` sets MLflow's retries."""
+    (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=2, **study))
+    sweeps.append(run := Sweep(workdir, *sweep_flags(server), env=env))
+    return run
+
+
+def sweep_flags(server: Server) -> tuple[str, ...]:
+    return ("--study", "tiny.toml", "--root", "store", "--tracking-uri", server.url)
+
+
 @pytest.mark.slow
 def test_an_outage_longer_than_the_retries_ends_in_one_line_and_resume_closes_everything(
-    workdir: Path, tmp_path_factory: pytest.TempPathFactory, sweeps: list[Sweep]
+    workdir: Path, server: Server, sweeps: list[Sweep]
 ) -> None:
     # The MLflow server dies mid-trial: one "stopped answering" line, exit 2; restarted, --resume finishes, none RUNNING.
-    server = Server(tmp_path_factory.mktemp("mlflow-outage"))
-    server.start()
-    try:
-        (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=2, max_epochs=2, train_samples=2048))
-        flags = ("--study", "tiny.toml", "--root", "store", "--tracking-uri", server.url)
-        env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-        sweeps.append(run := Sweep(workdir, *flags, env=env))
-        run.wait_for("trial 0 started")
-        server.stop()
-        run.process.wait(timeout=WAIT)
-        result = subprocess.CompletedProcess(run.process.args, run.process.returncode, run.stdout, run.stderr)
-        assert_one_line_error(result, "stopped answering")
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
+    run = sweep_on(server, workdir, sweeps, env, max_epochs=2, train_samples=2048)
+    run.wait_for("trial 0 started")
+    server.stop()
+    run.process.wait(timeout=WAIT)
+    result = subprocess.CompletedProcess(run.process.args, run.process.returncode, run.stdout, run.stderr)
+    assert_one_line_error(result, "stopped answering")
 
-        server.start()
-        ok(hvit("run", *flags, "--resume", cwd=workdir, env=env, timeout=600))
-        assert_exact(journal_study(workdir / "store", "tiny"), 2)
-        assert_nothing_running(MlflowClient(server.url))
-    finally:
-        server.stop()
+    server.start()
+    ok(hvit("run", *sweep_flags(server), "--resume", cwd=workdir, env=env, timeout=600))
+    assert_exact(journal_study(workdir / "store", "tiny"), 2)
+    assert_nothing_running(MlflowClient(server.url))
 
 
 @pytest.mark.slow
-def test_a_short_outage_is_announced_and_the_sweep_goes_on(
-    workdir: Path, tmp_path_factory: pytest.TempPathFactory, sweeps: list[Sweep]
-) -> None:
+def test_a_short_outage_is_announced_and_the_sweep_goes_on(workdir: Path, server: Server, sweeps: list[Sweep]) -> None:
     # The MLflow server is down for a few seconds: one line says so, one says it is back; the sweep finishes.
-    server = Server(tmp_path_factory.mktemp("mlflow-blip"))
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    run = sweep_on(server, workdir, sweeps, env, max_epochs=3, train_samples=2048)
+    run.wait_for("trial 0: epoch 1 done")
+    server.stop()
+    deadline = time.monotonic() + 120
+    while "is not answering" not in run.stderr and time.monotonic() < deadline:
+        time.sleep(0.2)
     server.start()
-    try:
-        (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=2, max_epochs=3, train_samples=2048))
-        flags = ("--study", "tiny.toml", "--root", "store", "--tracking-uri", server.url)
-        env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-        sweeps.append(run := Sweep(workdir, *flags, env=env))
-        run.wait_for("trial 0: epoch 1 done")
-        server.stop()
-        deadline = time.monotonic() + 120
-        while "is not answering" not in run.stderr and time.monotonic() < deadline:
-            time.sleep(0.2)
-        server.start()
-        run.process.wait(timeout=WAIT)
-        output = run.stdout + run.stderr
-        assert run.process.returncode == 0, output[-3000:]
-        notices = [line for line in run.stderr.splitlines() if line.startswith("tracking: ")]
-        assert len(notices) == 2, notices
-        assert f"the MLflow server at {server.url} is not answering" in notices[0]
-        assert "answers again, after" in notices[1]
-        assert_exact(journal_study(workdir / "store", "tiny"), 2)
-        assert_nothing_running(MlflowClient(server.url))
-    finally:
-        server.stop()
+    run.process.wait(timeout=WAIT)
+    assert run.process.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    notices = [line for line in run.stderr.splitlines() if line.startswith("tracking: ")]
+    assert len(notices) == 2, notices
+    assert f"the MLflow server at {server.url} is not answering" in notices[0]
+    assert "answers again, after" in notices[1]
+    assert_exact(journal_study(workdir / "store", "tiny"), 2)
+    assert_nothing_running(MlflowClient(server.url))
 
 
 # -- bad values -----------------------------------------------------------------------------------

@@ -182,6 +182,19 @@ def test_show_lists_every_trial(smoke_sweep: Path) -> None:
 
 
 @pytest.mark.slow
+def test_reading_commands_do_not_import_torch(smoke_sweep: Path) -> None:
+    # `studies`, `show` and `best` only read: they answer in about a second, without torch's import.
+    code = (
+        "import sys; from typer.testing import CliRunner; from hvit_sweeps.cli import app\n"
+        "for args in (['studies'], ['show', '--study', 'smoke'], ['best', '--study', 'smoke']):\n"
+        "    result = CliRunner().invoke(app, args)\n"
+        "    assert result.exit_code == 0, result.output\n"
+        "    assert 'torch' not in sys.modules, args\n"
+    )
+    ok(subprocess.run([sys.executable, "-c", code], cwd=smoke_sweep, capture_output=True, text=True, timeout=120))
+
+
+@pytest.mark.slow
 def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> None:
     # Running again adds trials to the same Optuna study and nests them under the same parent run.
     client = local_client(smoke_sweep / "mlruns")

@@ -14,7 +14,9 @@ Modules: :mod:`~hvit_sweeps.sweep.state` (the sweep and the opened study),
 
 from __future__ import annotations
 
+import importlib
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -46,12 +48,13 @@ from hvit_sweeps.sweep.storage import (
     recover_stale_trials,
     stale_handler,
 )
-from hvit_sweeps.sweep.workers import (
-    WorkerSummary,
-    launch_workers,
-    run_worker,
-    worker_plan,
-)
+
+if TYPE_CHECKING:
+    from hvit_sweeps.sweep.workers import WorkerSummary, launch_workers, run_worker, worker_plan
+
+# The worker side imports torch (training); it loads on first use (PEP 562), so that
+# `show`, `best` and `report` open a study without importing torch.
+_WORKER_NAMES = ("WorkerSummary", "launch_workers", "run_worker", "worker_plan")
 
 __all__ = [
     "Connected",
@@ -67,6 +70,13 @@ __all__ = [
     "trial_counts",
     "worker_plan",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WORKER_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.workers"), name)
+
 
 # Heartbeat retries and metric names are marked experimental; they are what we want.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

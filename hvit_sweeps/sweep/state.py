@@ -14,11 +14,11 @@ from typing import Any, Protocol
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hvit_sweeps.callbacks import Callback
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.keys import study_metric
 from hvit_sweeps.study import StudySpec
 from hvit_sweeps.tracking import Tracker
-from hvit_sweeps.train import Callback
 
 __all__ = ["Connected", "Sweep", "SweepDisplay", "best_trials", "best_values", "study_summary", "trial_counts"]
 
