@@ -310,30 +310,33 @@ class Tracker:
         return names
 
 
-class _OutageNotice(logging.Handler):
+class _OutageNotice(logging.Filter):
     """One line when MLflow starts retrying a request to the server, and one when the server answers again.
 
     MLflow retries a refused or failed request for about four minutes by default, through urllib3,
     whose log goes to a NullHandler: without this a sweep would stall without a word. urllib3 logs
-    each answered request at DEBUG, which is how the return is seen.
+    each answered request at DEBUG, which is how the return is seen. A filter on urllib3's logger
+    sees every record; the DEBUG ones exist only for it and stop here, unless logging was already
+    set to show them.
     """
 
     _LOGGER = "urllib3.connectionpool"
     _ANSWERED = re.compile(r'HTTP/[0-9.]+" [1-4][0-9][0-9] ')  # '... "POST /api/... HTTP/1.1" 200 2'
 
-    def __init__(self, uri: str) -> None:
-        super().__init__(level=logging.DEBUG)
+    def __init__(self, uri: str, *, pass_debug: bool) -> None:
+        super().__init__()
         self.uri = uri
+        self.pass_debug = pass_debug
         self.since: float | None = None
 
     @classmethod
     def install(cls, uri: str) -> None:
         logger = logging.getLogger(cls._LOGGER)
-        if not any(isinstance(h, cls) for h in logger.handlers):  # one per process, whichever Tracker is first
-            logger.addHandler(cls(uri))
+        if not any(isinstance(f, cls) for f in logger.filters):  # one per process, whichever Tracker is first
+            logger.addFilter(cls(uri, pass_debug=logger.isEnabledFor(logging.DEBUG)))
             logger.setLevel(logging.DEBUG)
 
-    def emit(self, record: logging.LogRecord) -> None:
+    def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if self.since is None and message.startswith("Retrying"):
             self.since = time.monotonic()
@@ -341,6 +344,7 @@ class _OutageNotice(logging.Handler):
         elif self.since is not None and self._ANSWERED.search(message):
             _say(f"tracking: the MLflow server answers again, after {time.monotonic() - self.since:.0f} s")
             self.since = None
+        return self.pass_debug or record.levelno > logging.DEBUG
 
 
 def _say(line: str) -> None:

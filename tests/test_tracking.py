@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import requests
+from conftest import free_port
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
 
 from hvit_sweeps import keys
 from hvit_sweeps.config import TrainConfig
@@ -92,3 +98,27 @@ def test_end_run_sets_status_and_tags(tracker: Tracker) -> None:
     tracker.end_run(run_id, "KILLED", tags={keys.TAG_FAILURE: "pruned at epoch 2"})
     assert tracker.run_status(run_id) == "KILLED"
     assert tracker.client.get_run(run_id).data.tags[keys.TAG_FAILURE] == "pruned at epoch 2"
+
+
+def test_outage_notice_says_down_and_back_and_keeps_urllib3_debug_to_itself(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Through real urllib3 retries: one line when a request to the server is retried, one when it answers;
+    # the DEBUG request log it turns on reaches no other handler (caplog stands for a user's basicConfig).
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    Tracker(url, root=tmp_path)  # installs the notice; creating the client sends no request
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(max_retries=Retry(total=1, backoff_factor=0)))
+    with pytest.raises(requests.ConnectionError):
+        session.get(f"{url}/health", timeout=2)  # nothing listens yet: one retry, then the error
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert session.get(f"{url}/", timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+    notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracking: ")]
+    assert len(notices) == 2 and "is not answering" in notices[0] and "answers again" in notices[1], notices
+    assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelname == "DEBUG"]
