@@ -263,10 +263,22 @@ def _runs(st: Stack, exp_id: str) -> list[dict]:
 
 
 def _process_uids(cid: str) -> tuple[set[str], str]:
-    """Numeric uids of every process in a container (docker top needs the pid column)."""
-    top = subprocess.run(["docker", "top", cid, "-o", "pid,uid,args"], capture_output=True, text=True)
-    lines = [line.split() for line in top.stdout.splitlines()[1:] if line.strip()]
-    return {cols[1] for cols in lines if len(cols) > 1}, (top.stdout + top.stderr).strip()
+    """Numeric uids of a container's service: its main process and every descendant.
+
+    Processes that `docker exec` starts, the healthcheck's `pg_isready` among them, are not the
+    service: they run as the image's default user and come and go, so they are left out.
+    """
+    main = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Pid}}", cid], capture_output=True, text=True
+    ).stdout.strip()
+    top = subprocess.run(["docker", "top", cid, "-o", "pid,ppid,uid,args"], capture_output=True, text=True)
+    rows = [line.split(None, 3) for line in top.stdout.splitlines()[1:] if line.strip()]
+    service: set[str] = set()
+    grown = {main}
+    while grown != service:  # add children until no process is left to add
+        service = grown
+        grown = service | {pid for pid, ppid, *_ in rows if ppid in service}
+    return {uid for pid, _, uid, *_ in rows if pid in service}, (top.stdout + top.stderr).strip()
 
 
 def _tags(run: dict) -> dict[str, str]:
