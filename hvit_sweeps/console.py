@@ -20,6 +20,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 console = Console(highlight=False)
+# A log (a pipe, a file, CI) keeps each line whole: folding at 80 columns would split a trial's params or a link.
+console.soft_wrap = not console.is_terminal
 
 
 def format_metric(name: str, value: Any) -> str:
@@ -105,6 +108,19 @@ class _PlainPace:
         return True
 
 
+def epoch_time_left(elapsed: float, batch: int, num_batches: int) -> str:
+    """About how long the rest of the epoch takes at this epoch's pace so far; "" while too early to say.
+
+    On a CPU an epoch of a real model takes minutes, and "batch 3 of 87" alone does not say how many.
+    """
+    if batch < 2 or elapsed < 5 or batch >= num_batches:
+        return ""
+    seconds = elapsed / batch * (num_batches - batch)
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
+
+
 class TrainProgress(Callback):
     """`train`'s output: a header, epoch and batch bars (plain lines without a terminal), a line per epoch."""
 
@@ -114,10 +130,12 @@ class TrainProgress(Callback):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console,
             transient=True,
         )
         self.epoch = start_epoch
+        self.epoch_start = time.monotonic()
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=start_epoch - 1)
         self.batches = self.progress.add_task("starting", total=None)
         self.pace = _PlainPace()
@@ -138,16 +156,20 @@ class TrainProgress(Callback):
         for line in plan_lines(plan):
             self.progress.console.print(line)
         self.progress.update(self.batches, description=f"epoch {plan.start_epoch} batches")
+        self.epoch_start = time.monotonic()
 
     def on_batch_end(self, batch: int, num_batches: int) -> None:
         self.progress.update(self.batches, completed=batch, total=num_batches)
         if not console.is_terminal and self.pace.due():
-            console.print(f"epoch {self.epoch}: batch {batch}/{num_batches}")
+            left = epoch_time_left(time.monotonic() - self.epoch_start, batch, num_batches)
+            console.print(f"epoch {self.epoch}: batch {batch}/{num_batches}" + (f" ({left} left)" if left else ""))
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
         self.epoch = report.epoch + 1
+        self.epoch_start = time.monotonic()
         self.progress.update(self.epochs, completed=report.epoch)
-        self.progress.update(self.batches, description=f"epoch {self.epoch} batches", completed=0)
+        # reset, not update: the time-left estimate starts afresh instead of reading the count going back to 0
+        self.progress.reset(self.batches, description=f"epoch {self.epoch} batches")
         shown = ("train_loss", "val_loss", "val_acc1", "val_acc5", "lr", "images_per_second")
         parts = [f"{k} {format_metric(k, report.metrics[k])}" for k in shown]
         self.progress.console.print(f"epoch {report.epoch}/{report.epochs}  " + "  ".join(parts))
@@ -233,19 +255,24 @@ class _TrialStatus(Callback):
     def __init__(self, dashboard: SweepDashboard, study: optuna.Study, number: int) -> None:
         self.dashboard, self.study, self.number = dashboard, study, number
         self.epoch = 1
+        self.epoch_start = time.monotonic()
 
     def on_phase(self, phase: str) -> None:
         self.dashboard.set_status(self.study, self.number, phase)
 
     def on_train_start(self, plan: RunPlan) -> None:
         self.epoch = plan.start_epoch
+        self.epoch_start = time.monotonic()
         self.dashboard.set_status(self.study, self.number, f"epoch {self.epoch}: starting")
 
     def on_batch_end(self, batch: int, num_batches: int) -> None:
-        self.dashboard.set_status(self.study, self.number, f"epoch {self.epoch}: batch {batch} of {num_batches}")
+        left = epoch_time_left(time.monotonic() - self.epoch_start, batch, num_batches)
+        text = f"epoch {self.epoch}: batch {batch} of {num_batches}" + (f" ({left} left)" if left else "")
+        self.dashboard.set_status(self.study, self.number, text)
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
         self.epoch = report.epoch + 1
+        self.epoch_start = time.monotonic()
         line = "  ".join(f"{k} {format_metric(k, report.metrics[k])}" for k in ("val_acc1", "val_loss"))
         self.dashboard.set_status(self.study, self.number, f"epoch {report.epoch} done: {line}", force=True)
         return None

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from io import StringIO
 
 import optuna
@@ -12,6 +15,7 @@ import hvit_sweeps.console as console_module
 from hvit_sweeps.console import (
     SweepDashboard,
     best_trials,
+    epoch_time_left,
     format_metric,
     short_params,
     sweep_summary,
@@ -153,3 +157,26 @@ def test_dashboard_plain_trial_lines(plain: StringIO) -> None:
         "trial 0: building model",
         "trial 0: epoch 1 done: val_acc1 10.00%",
     ]
+
+
+def test_a_log_keeps_long_lines_whole() -> None:
+    # Piped (a log, CI), a long line such as a trial's params is printed whole, not folded at 80 columns.
+    code = "from hvit_sweeps.console import console; console.print('trial 0 started: ' + 'depth_0=4 ' * 20)"
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.count("\n") == 1 and len(out) > 200, out
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "batch", "num_batches", "shown"),
+    [
+        (30.0, 10, 100, "~4 min"),  # 3 s a batch, 90 batches left
+        (10.0, 10, 50, "~40 s"),
+        (3600.0, 10, 100, "~9.0 h"),
+        (30.0, 1, 100, ""),  # the first batch carries the warm-up: too early to say
+        (2.0, 10, 100, ""),  # a fast epoch needs no estimate
+        (30.0, 100, 100, ""),  # the epoch is done
+    ],
+)
+def test_epoch_time_left(elapsed: float, batch: int, num_batches: int, shown: str) -> None:
+    assert epoch_time_left(elapsed, batch, num_batches) == shown
