@@ -121,6 +121,21 @@ def epoch_time_left(elapsed: float, batch: int, num_batches: int) -> str:
     return f"~{seconds / 60:.0f} min" if seconds < 5400 else f"~{seconds / 3600:.1f} h"
 
 
+class _EpochClock:
+    """When the current epoch started, and so about how long its rest will take."""
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        self.started = time.monotonic()
+
+    def left(self, batch: int, num_batches: int) -> str:
+        """The suffix ' (~4 min left)' for a progress line, or '' while too early to say."""
+        left = epoch_time_left(time.monotonic() - self.started, batch, num_batches)
+        return f" ({left} left)" if left else ""
+
+
 class TrainProgress(Callback):
     """`train`'s output: a header, epoch and batch bars (plain lines without a terminal), a line per epoch."""
 
@@ -135,7 +150,7 @@ class TrainProgress(Callback):
             transient=True,
         )
         self.epoch = start_epoch
-        self.epoch_start = time.monotonic()
+        self.clock = _EpochClock()
         self.epochs = self.progress.add_task("epochs", total=epochs, completed=start_epoch - 1)
         self.batches = self.progress.add_task("starting", total=None)
         self.pace = _PlainPace()
@@ -156,17 +171,16 @@ class TrainProgress(Callback):
         for line in plan_lines(plan):
             self.progress.console.print(line)
         self.progress.update(self.batches, description=f"epoch {plan.start_epoch} batches")
-        self.epoch_start = time.monotonic()
+        self.clock.restart()
 
     def on_batch_end(self, batch: int, num_batches: int) -> None:
         self.progress.update(self.batches, completed=batch, total=num_batches)
         if not console.is_terminal and self.pace.due():
-            left = epoch_time_left(time.monotonic() - self.epoch_start, batch, num_batches)
-            console.print(f"epoch {self.epoch}: batch {batch}/{num_batches}" + (f" ({left} left)" if left else ""))
+            console.print(f"epoch {self.epoch}: batch {batch}/{num_batches}{self.clock.left(batch, num_batches)}")
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
         self.epoch = report.epoch + 1
-        self.epoch_start = time.monotonic()
+        self.clock.restart()
         self.progress.update(self.epochs, completed=report.epoch)
         # reset, not update: the time-left estimate starts afresh instead of reading the count going back to 0
         self.progress.reset(self.batches, description=f"epoch {self.epoch} batches")
@@ -255,24 +269,23 @@ class _TrialStatus(Callback):
     def __init__(self, dashboard: SweepDashboard, study: optuna.Study, number: int) -> None:
         self.dashboard, self.study, self.number = dashboard, study, number
         self.epoch = 1
-        self.epoch_start = time.monotonic()
+        self.clock = _EpochClock()
 
     def on_phase(self, phase: str) -> None:
         self.dashboard.set_status(self.study, self.number, phase)
 
     def on_train_start(self, plan: RunPlan) -> None:
         self.epoch = plan.start_epoch
-        self.epoch_start = time.monotonic()
+        self.clock.restart()
         self.dashboard.set_status(self.study, self.number, f"epoch {self.epoch}: starting")
 
     def on_batch_end(self, batch: int, num_batches: int) -> None:
-        left = epoch_time_left(time.monotonic() - self.epoch_start, batch, num_batches)
-        text = f"epoch {self.epoch}: batch {batch} of {num_batches}" + (f" ({left} left)" if left else "")
+        text = f"epoch {self.epoch}: batch {batch} of {num_batches}{self.clock.left(batch, num_batches)}"
         self.dashboard.set_status(self.study, self.number, text)
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
         self.epoch = report.epoch + 1
-        self.epoch_start = time.monotonic()
+        self.clock.restart()
         line = "  ".join(f"{k} {format_metric(k, report.metrics[k])}" for k in ("val_acc1", "val_loss"))
         self.dashboard.set_status(self.study, self.number, f"epoch {report.epoch} done: {line}", force=True)
         return None

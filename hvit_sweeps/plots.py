@@ -47,12 +47,9 @@ def interactive_figures(study: optuna.Study, spec: StudySpec, height: int = 460)
 
     figures = {}
     for name, draw in _plan(study, spec, plotly_vis).items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental plots; importances on few trials
-            try:
-                figure = draw()
-            except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
-                continue  # too few or too uniform trials for this plot yet
+        figure = _try_draw(draw)
+        if figure is None:
+            continue
         # A fixed height: plotly's default of "100%" of a grid cell with no height is zero.
         figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50})
         if name == PLOT_INTERMEDIATE:
@@ -118,14 +115,19 @@ def _integer_x(axes: Any) -> Any:
     return axes
 
 
+def _try_draw(draw: Callable[[], Any]) -> Any:
+    """What ``draw`` returns, or None where the trials are too few or too uniform for this plot yet."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna marks these plots experimental; importances warn on few trials
+        try:
+            return draw()
+        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
+            return None
+
+
 def _draw(draw: Callable[[], Any]) -> Any:
     plt.close("all")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Optuna marks these plots experimental
-        try:
-            axes = draw()
-        except (ValueError, RuntimeError, ZeroDivisionError, IndexError):
-            return None  # too few or too uniform trials for this plot yet
+    axes = _try_draw(draw)
     figure = plt.gcf()
     if not figure.axes or axes is None:
         return None
