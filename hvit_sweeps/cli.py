@@ -61,7 +61,7 @@ class _OneLineErrors(TyperGroup):
             hint = f" (see `hvit-sweep {err.ctx.info_name} --help`)" if err.ctx else ""
             _fail(f"{err.format_message()}{hint}" if err.ctx and err.ctx.parent else err.format_message())
         except HvitError as err:
-            _fail(str(err))
+            _fail(str(err), code=err.exit_code)
         except PermissionError as err:  # a read-only folder or file the user pointed at
             _fail(f"permission denied: {err.filename or err}: give this user access, or point the command elsewhere")
         except (*_ABORTS, KeyboardInterrupt):  # Ctrl-C before a command's own handling (while importing torch)
@@ -72,9 +72,9 @@ class _OneLineErrors(TyperGroup):
         sys.exit(result if isinstance(result, int) else 0)
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, *, code: int = 2) -> None:
     click.echo(f"error: {message}", err=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 app = typer.Typer(

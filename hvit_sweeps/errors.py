@@ -1,14 +1,26 @@
-"""The project's one exception type.
+"""The project's exception types.
 
 Anything the user can fix (a bad flag, a bad study file, missing data, a foreign
 checkpoint) is raised as :class:`HvitError`. The CLI prints its message as one
 line and exits with code 2; nothing else in the package catches it.
+
+A fault of the machine during a sweep (a full disk, a read-only folder, a
+database that stays away) is a :class:`SweepFault`: also one line, but exit
+code 1, and `run` adds the command that continues the study.
 """
 
 from __future__ import annotations
 
-__all__ = ["HvitError"]
+__all__ = ["HvitError", "SweepFault"]
 
 
 class HvitError(Exception):
     """A problem in the user's input, stated with the fix."""
+
+    exit_code = 2
+
+
+class SweepFault(HvitError):
+    """The machine failed the sweep (disk, database); finished trials are kept and `--resume` continues."""
+
+    exit_code = 1

@@ -96,14 +96,17 @@ class TrialObjective:
 
     last_number: int = -1
     tracking_down: bool = False  # set when a trial failed because the MLflow server stopped answering
+    last_error: BaseException | None = None  # why the last trial failed; the worker decides whether to go on
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        self.last_error = None
         try:
             return self._run_trial(trial)
         except (optuna.TrialPruned, SurplusTrial):
             raise  # ordinary ends of a trial: no need to ask the tracking server
-        except Exception:
+        except Exception as err:
             # Optuna records the trial as FAIL either way; the worker stops the sweep on this.
+            self.last_error = err
             self.tracking_down = not self.sweep.tracker.reachable()
             raise
 
