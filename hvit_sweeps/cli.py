@@ -16,7 +16,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -330,8 +330,7 @@ def run(
     console.print(f"loading data: {sweep.base_config.data.dataset}")
     splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
-    slot = _run_slot(sweep)  # held until this command ends
-    connected = connect(sweep, add_trials=add, workers=len(plans), worker_index=slot[0])
+    connected = connect(sweep, add_trials=add, workers=len(plans))
     console.print(_sweep_banner(sweep, connected, len(plans)))
     names = [o.metric for o in sweep.spec.objectives]
     try:
@@ -342,7 +341,10 @@ def run(
             _run_trials(sweep, connected, plans, splits, dash=dash, timeout=opts.timeout)
     except KeyboardInterrupt:
         close_study_run(sweep, connected, "KILLED")
-        console.print("interrupted: finished trials are saved; the one in progress is closed and will run again.")
+        console.print(
+            "interrupted: finished trials are saved; the trial in progress is closed and queued to run again,"
+            " with the same params, first on the next run."
+        )
         console.print(f"continue with: {_resume_command(sweep, opts.study)}", soft_wrap=True)
         raise typer.Exit(130) from None
     except BaseException:
@@ -359,7 +361,9 @@ def run(
 def worker(
     *,
     trials: Annotated[int | None, Opt(min=1, help="Stop this worker after this many trials.")] = None,
-    worker_index: Annotated[int | None, Opt(min=0, help="Offsets the sampler seed; set by `run --workers`.")] = None,
+    worker_index: Annotated[
+        int | None, Opt(min=0, help="This worker's number in its log lines; set by `run --workers`.")
+    ] = None,
     opts: SweepOptions,
     config_layer: dict[str, Any],
 ) -> None:
@@ -369,15 +373,17 @@ def worker(
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
     sweep = opts.sweep(config_layer)
-    # A worker started by hand or by compose gets a seed offset from its pid.
-    index = worker_index if worker_index is not None else os.getpid() % 100_000
-    connected = connect(sweep, worker_index=index, workers=2)
+    index = worker_index if worker_index is not None else os.getpid()  # draws differ by trial number, not by this
+    connected = connect(sweep, workers=2)
     console.print(f"worker {index} on study {sweep.study_name}: target {connected.target} trials")
     try:
         with graceful_interrupts(console.print):
             summary = run_worker(sweep, connected, max_trials=trials, timeout=opts.timeout)
     except KeyboardInterrupt:
-        console.print("interrupted: the current trial was closed; start the worker again to continue")
+        console.print(
+            "interrupted: the trial in progress is closed and queued to run again with the same params;"
+            " start the worker again to continue"
+        )
         raise typer.Exit(130) from None
     console.print(f"worker {index}: ran {summary.ran} trials, stopped: {summary.reason}")
     if worker_index is None:
@@ -406,24 +412,6 @@ def _packing(
     chosen = packing.choose_trials_per_gpu(packing.study_trial_bytes(sweep.spec, sweep.cli), card, gpus=len(gpus))
     console.print(chosen.reason)
     return gpus, chosen.k
-
-
-def _run_slot(sweep: Sweep) -> tuple[int, IO[str]]:
-    """The sampler seed offset of this `run`: 0, unless another `run` of the study is live on this machine.
-
-    Two runs with one seed would ask the sampler the same question at the same
-    moment and train identical params; the second one takes an offset from its pid.
-    """
-    import fcntl
-
-    folder = sweep.root / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / f"{sweep.study_name}.run.lock", "a")  # noqa: SIM115 - held for the command's life
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return 1 + os.getpid() % 100_000, handle
-    return 0, handle
 
 
 def _resume_command(sweep: Sweep, study: str) -> str:

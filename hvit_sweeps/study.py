@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
+from optuna.distributions import BaseDistribution
+from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hvit_sweeps.config import (
@@ -38,10 +40,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "StudySpec",
+    "TrialSeededSampler",
     "find_study_files",
     "load_study",
     "studies_dir",
     "tracked_metric",
+    "trial_seed",
 ]
 
 # Metrics a study may optimise: per-epoch validation metrics (reported each epoch
@@ -54,6 +58,55 @@ _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
 def tracked_metric(metric: str) -> str:
     """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
     return model_metric(metric) if metric in MODEL_METRICS else best_metric(metric)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """A sampler seed for trial ``number`` of a study seeded ``seed``: stable, and apart for every trial."""
+    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")  # numpy takes seeds below 2**32
+
+
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Delegates each trial to a fresh sampler seeded from (study seed, trial number).
+
+    A sampler seeded once per process replays the study's first draws in every new
+    process: a second `run`, `run --resume`, each worker (in containers their pids
+    are equal too). The trial number is unique in the storage, across processes and
+    hosts, so keying the randomness to it gives every trial draws of its own, while
+    one `run` from an empty study stays reproducible. The samplers keep no state
+    between trials that matters: TPE, GP, CMA-ES and NSGA-II read the history from
+    the storage.
+    """
+
+    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], *, seed: int) -> None:
+        self._factory, self._seed = factory, seed
+        self.inner = factory(trial_seed(seed, 0))
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        # Optuna calls this first for every trial (also a popped WAITING one), before any sampling.
+        self.inner = self._factory(trial_seed(self._seed, trial.number))
+        self.inner.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.inner.infer_relative_search_space(study, trial)
+
+    def sample_relative(
+        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
+    ) -> dict[str, Any]:
+        return self.inner.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
+    ) -> Any:
+        return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(
+        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
+    ) -> None:
+        self.inner.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
 
 
 class _Strict(BaseModel):
@@ -343,22 +396,28 @@ class StudySpec(_Strict):
             for arch in self.stages.corner_architectures():
                 build_config(*base, arch, source=f"study {self.name}: stages")
 
-    def make_sampler(self, *, worker_index: int = 0) -> optuna.samplers.BaseSampler:
-        """The sampler; each worker offsets the seed so parallel workers don't draw alike."""
+    def make_sampler(self) -> optuna.samplers.BaseSampler:
+        """The sampler. Its randomness is keyed to each trial's number, not to the process.
+
+        Grid studies pick untried cells, so they keep one seeded sampler.
+        """
         spec = self.sampler
-        seed = spec.seed + worker_index
+        if spec.type == "grid":
+            return optuna.samplers.GridSampler(self.grid_space() or {}, seed=spec.seed)
+        return TrialSeededSampler(self._sampler_factory(), seed=spec.seed)
+
+    def _sampler_factory(self) -> Callable[[int], optuna.samplers.BaseSampler]:
+        """Builds the study's sampler type with its settings for a given seed."""
+        spec = self.sampler
         startup: dict[str, Any] = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
-        if spec.type == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **startup)
-        if spec.type == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        if spec.type == "gp":
-            return optuna.samplers.GPSampler(seed=seed, **startup)
-        if spec.type == "cmaes":
-            return optuna.samplers.CmaEsSampler(seed=seed, **startup)
-        if spec.type == "nsga2":
-            return optuna.samplers.NSGAIISampler(seed=seed)
-        return optuna.samplers.GridSampler(self.grid_space() or {}, seed=seed)
+        factories: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+            "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, **startup),
+            "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+            "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, **startup),
+            "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, **startup),
+            "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
+        }
+        return factories[spec.type]
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         spec = self.pruner

@@ -130,6 +130,13 @@ def assert_exact(study: optuna.Study, target: int) -> None:
     assert "RUNNING" not in states and "WAITING" not in states, states
 
 
+def assert_retried_once(study: optuna.Study, number: int) -> None:
+    """Trial ``number`` was stopped, and exactly one later trial ran its params again, to completion."""
+    stopped = study.trials[number]
+    again = [t for t in study.trials if t.number != number and t.params == stopped.params]
+    assert [t.state for t in again] == [TrialState.COMPLETE], [(t.number, t.state, t.params) for t in study.trials]
+
+
 def resume_hint(output: str) -> str:
     lines = [line for line in output.splitlines() if line.startswith("continue with: ")]
     assert len(lines) == 1, output[-3000:]
@@ -170,6 +177,7 @@ def test_ctrl_c_mid_epoch_stops_in_seconds_and_the_printed_resume_finishes(workd
     interrupted = client.get_run(study.trials[0].user_attrs[ATTR_RUN_ID])
     assert study.trials[0].state == TrialState.FAIL
     assert interrupted.info.status == "KILLED" and interrupted.data.tags[TAG_TRIAL_STATE] == "FAIL"
+    assert_retried_once(study, 0)
 
 
 @pytest.mark.slow
@@ -187,7 +195,10 @@ def test_sigterm_mid_epoch_stops_cleanly(workdir: Path, sweeps: list[Sweep]) -> 
     assert_nothing_running(client)
     parents = [r for r in all_runs(client) if r.data.tags.get(TAG_ROLE) == ROLE_STUDY]
     assert len(parents) == 1 and parents[0].info.status != "RUNNING"
-    assert [t.state for t in journal_study(workdir / "store", "tiny").trials] == [TrialState.FAIL]
+    # The stopped trial's config waits to run again, first, with the same params.
+    study = journal_study(workdir / "store", "tiny")
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    assert study.trials[1].params == study.trials[0].params
 
 
 @pytest.mark.slow
@@ -203,6 +214,7 @@ def test_sigkill_mid_epoch_then_resume_is_exact(workdir: Path, sweeps: list[Swee
     study = journal_study(workdir / "store", "tiny")
     assert_exact(study, 1)
     assert study.trials[0].state == TrialState.FAIL
+    assert_retried_once(study, 0)
     client = embedded(workdir / "store")
     assert_nothing_running(client)
     assert client.get_run(killed_run).info.status == "FAILED"

@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.study import StudySpec, find_study_files, load_study
+from hvit_sweeps.study import StudySpec, TrialSeededSampler, find_study_files, load_study
 
 SMOKE_HEAD = """
 name = "t"
@@ -149,37 +149,54 @@ def draws(sampler: optuna.samplers.BaseSampler, spec_space: StudySpec, *, trials
     return [t.params for t in study.trials]
 
 
-# (kind, extra settings, space, the sampler the spec must build for worker 2: seed 7 + 2, its startup count).
+# (kind, extra settings, space, the sampler the spec must build for a seed: its type and startup count).
 SAMPLERS = [
-    ("tpe", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.TPESampler(seed=9, n_startup_trials=2)),
-    ("random", "", TWO_FLOATS, lambda: optuna.samplers.RandomSampler(seed=9)),
-    ("gp", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.GPSampler(seed=9, n_startup_trials=2)),
-    ("cmaes", "n_startup_trials = 2", TWO_FLOATS, lambda: optuna.samplers.CmaEsSampler(seed=9, n_startup_trials=2)),
-    ("nsga2", "", TWO_FLOATS, lambda: optuna.samplers.NSGAIISampler(seed=9)),
-    ("grid", "", GRID, lambda: optuna.samplers.GridSampler({"data.batch_size": [32, 64, 128]}, seed=9)),
+    ("tpe", "n_startup_trials = 2", TWO_FLOATS, lambda s: optuna.samplers.TPESampler(seed=s, n_startup_trials=2)),
+    ("random", "", TWO_FLOATS, lambda s: optuna.samplers.RandomSampler(seed=s)),
+    ("gp", "n_startup_trials = 2", TWO_FLOATS, lambda s: optuna.samplers.GPSampler(seed=s, n_startup_trials=2)),
+    ("cmaes", "n_startup_trials = 2", TWO_FLOATS, lambda s: optuna.samplers.CmaEsSampler(seed=s, n_startup_trials=2)),
+    ("nsga2", "", TWO_FLOATS, lambda s: optuna.samplers.NSGAIISampler(seed=s)),
 ]
 
 
 @pytest.mark.parametrize(("kind", "settings", "space", "reference"), SAMPLERS, ids=[s[0] for s in SAMPLERS])
 def test_each_sampler_is_the_named_type_with_its_settings(
-    tmp_path: Path, kind: str, settings: str, space: str, reference: Callable[[], optuna.samplers.BaseSampler]
+    tmp_path: Path, kind: str, settings: str, space: str, reference: Callable[[int], optuna.samplers.BaseSampler]
 ) -> None:
-    # The spec builds the named Optuna sampler, seeded seed + worker index, with its startup count (or grid):
-    # it draws exactly what that sampler built by hand draws. Optuna keeps these settings private.
+    # Each trial is drawn by the named Optuna sampler with its startup count, seeded from (seed 7, trial number):
+    # it draws exactly what that sampler, built by hand and reseeded the same way, draws. Optuna keeps these private.
     spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\nseed = 7\n{settings}\n' + space))
-    sampler = spec.make_sampler(worker_index=2)
-    expected = reference()
-    assert type(sampler) is type(expected)
-    assert draws(sampler, spec) == draws(expected, spec)
+    sampler = spec.make_sampler()
+    assert isinstance(sampler, TrialSeededSampler) and type(sampler.inner) is type(reference(0))
+    assert draws(sampler, spec) == draws(TrialSeededSampler(reference, seed=7), spec)
+
+
+def test_grid_keeps_one_seeded_sampler(tmp_path: Path) -> None:
+    # A grid study picks untried cells itself: its sampler is Optuna's GridSampler with the study's seed.
+    spec, _ = load_study(write(tmp_path, SMOKE_HEAD + '[sampler]\ntype = "grid"\nseed = 7\n' + GRID))
+    expected = optuna.samplers.GridSampler({"data.batch_size": [32, 64, 128]}, seed=7)
+    assert draws(spec.make_sampler(), spec, trials=3) == draws(expected, spec, trials=3)
+
+
+def draws_in_processes(spec: StudySpec, *, sessions: int, per_session: int) -> list[tuple[Any, ...]]:
+    """Param sets of one study extended by several sessions, each with a fresh sampler, as new processes would."""
+    storage = optuna.storages.InMemoryStorage()
+    for _ in range(sessions):
+        study = optuna.create_study(
+            study_name="s", storage=storage, sampler=spec.make_sampler(), direction="maximize", load_if_exists=True
+        )
+        study.optimize(lambda t: sum(float(v) for v in spec.suggest(t).values()), n_trials=per_session)
+    return [tuple(sorted(t.params.items())) for t in optuna.load_study(study_name="s", storage=storage).trials]
 
 
 @pytest.mark.parametrize("kind", ["tpe", "random", "gp", "cmaes", "nsga2"])
-def test_workers_draw_differently(tmp_path: Path, kind: str) -> None:
-    # Worker 1's sampler is seeded apart from worker 0's, so parallel workers do not repeat each other's trials.
+def test_every_new_process_draws_new_trials_and_one_run_is_reproducible(tmp_path: Path, kind: str) -> None:
+    # Three sessions of one trial each (a second `run`, a --resume, a worker) draw three different configs,
+    # each trial what the same trial of an uninterrupted run draws; and a fresh study repeats them exactly.
     spec, _ = load_study(write(tmp_path, SMOKE_HEAD + f'[sampler]\ntype = "{kind}"\n' + TWO_FLOATS))
-    first = draws(spec.make_sampler(worker_index=0), spec, trials=2)
-    assert first == draws(spec.make_sampler(worker_index=0), spec, trials=2)
-    assert first != draws(spec.make_sampler(worker_index=1), spec, trials=2)
+    extended = draws_in_processes(spec, sessions=3, per_session=1)
+    assert len(set(extended)) == 3, extended
+    assert extended == draws_in_processes(spec, sessions=1, per_session=3)
 
 
 def first_pruned_step(pruner: optuna.pruners.BasePruner, *, epochs: int = 3) -> int | None:

@@ -86,7 +86,6 @@ def connect(
     sweep: Sweep,
     *,
     add_trials: int | None = None,
-    worker_index: int = 0,
     workers: int = 1,
 ) -> Connected:
     """Create or load the study, settle its target and its MLflow parent run.
@@ -95,7 +94,6 @@ def connect(
         add_trials: For ``run``: raise the target to finished + this many. None keeps
             the stored target (``worker``, ``run --resume``), or uses the study file's
             ``trials`` for a study that has none yet.
-        worker_index: Offsets the sampler seed, so parallel workers draw differently.
         workers: How many processes will share the storage (SQLite refuses several).
     """
     if workers > 1 and sweep.storage_url and sweep.storage_url.startswith("sqlite"):
@@ -113,7 +111,7 @@ def connect(
         study_name=sweep.study_name,
         storage=storage,
         directions=sweep.spec.directions,
-        sampler=sweep.spec.make_sampler(worker_index=worker_index),
+        sampler=sweep.spec.make_sampler(),  # keyed to trial numbers: no process repeats another's draws
         pruner=sweep.spec.make_pruner(),
         load_if_exists=True,
     )

@@ -55,9 +55,10 @@ from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
-__all__ = ["SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals"]
+__all__ = ["MAX_RETRIES", "SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals", "queue_retry"]
 
 _NOT_SUMMARIES = ("lr", "epoch_seconds", "images_per_second")
+MAX_RETRIES = 3  # a config stopped or killed this often is not run again
 
 
 class SurplusTrial(Exception):
@@ -130,9 +131,14 @@ class TrialObjective:
             try:
                 result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
             except KeyboardInterrupt:
-                # Optuna records the trial as FAIL, so `run --resume` runs another in its place.
-                tags = {TAG_FAILURE: "interrupted (Ctrl-C or SIGTERM)", TAG_TRIAL_STATE: "FAIL"}
-                self.sweep.tracker.end_run(run_id, "KILLED", tags=tags)
+                # Optuna records the trial as FAIL; its config is queued to run again, first, in the next process.
+                queued = queue_retry(self.connected, trial.number)
+                reason = "interrupted (Ctrl-C or SIGTERM); " + (
+                    "queued to run again with the same params"
+                    if queued
+                    else f"not retried: stopped {MAX_RETRIES} times"
+                )
+                self.sweep.tracker.end_run(run_id, "KILLED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
                 raise
             except BaseException as err:
                 self._fail(run_id, err)
@@ -228,6 +234,21 @@ class TrialObjective:
                 self.sweep.tracker.delete_checkpoint(other)
                 self.sweep.tracker.client.set_tag(other, TAG_CHECKPOINT, "deleted (keep_top_k)")
         return True
+
+
+def queue_retry(connected: Connected, number: int) -> bool:
+    """Queue trial ``number`` to run again with the same params, as a dead worker's trial is; False past the limit.
+
+    The copy is WAITING, so the next ask in any process takes it before drawing a new
+    config, and it is marked the way Optuna marks a heartbeat retry, so it counts as a
+    retry (never surplus) and the total stays exact.
+    """
+    storage = connected.storage
+    frozen = storage.get_trial(trial_id(storage, connected.study, number))
+    if len(RetryHeartbeatStaleTrialCallback.retry_history(frozen)) >= MAX_RETRIES:
+        return False
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(connected.study, frozen)
+    return True
 
 
 def _retry_of(connected: Connected, number: int) -> int | None:
