@@ -60,6 +60,8 @@ def test_three_workers_on_postgres_and_mlflow_server(
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(finished) == 9
     assert len({t.number for t in study.trials}) == len(study.trials)
+    params = [tuple(sorted(t.params.items())) for t in finished]
+    assert len(set(params)) == len(params), params  # no worker repeats another's draws
     parents, children = runs_of(mlflow_server, "dist")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     trained = [r for r in children if r.data.tags["optuna.trial_state"] != "FAIL"]
