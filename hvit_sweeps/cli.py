@@ -284,15 +284,19 @@ sweep_options = option_group(
 
 
 def _check_root(root: Path) -> None:
-    """The embedded stores live under --root: it must be a folder this process can write."""
+    """The embedded stores live under --root: it must be, or become, a folder this process can write.
+
+    Only checked here: the folder is created when the stores are first written, so a
+    command that refuses its input leaves no empty folder behind.
+    """
     if root.exists() and not root.is_dir():
         raise HvitError(f"--root {root} is a file: pass a folder for the embedded stores (default: mlruns)")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise HvitError(f"--root {root} cannot be created ({err.strerror}): pass a writable folder") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise HvitError(f"--root {root} is read-only: pass a writable folder, or --storage and --tracking-uri")
+    existing = next(p for p in (root, *root.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise HvitError(f"--root {root}: {existing} is a file: pass a folder for the embedded stores")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "is read-only" if existing == root else f"cannot be created ({existing} is read-only)"
+        raise HvitError(f"--root {root} {what}: pass a writable folder, or --storage and --tracking-uri")
 
 
 @app.command()
@@ -369,16 +373,20 @@ def worker(
 ) -> None:
     """Join a study and run its trials until its target is reached (one process of many)."""
     from hvit_sweeps.console import console
+    from hvit_sweeps.data import load_dataset
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.sweep import connect, finalize, run_worker
 
     sweep = opts.sweep(config_layer)
     index = worker_index if worker_index is not None else os.getpid()  # draws differ by trial number, not by this
+    # Check the data before creating anything: a study is never bound to data it could not load.
+    console.print(f"loading data: {sweep.base_config.data.dataset}")
+    splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     connected = connect(sweep, workers=2)
     console.print(f"worker {index} on study {sweep.study_name}: target {connected.target} trials")
     try:
         with graceful_interrupts(console.print):
-            summary = run_worker(sweep, connected, max_trials=trials, timeout=opts.timeout)
+            summary = run_worker(sweep, connected, max_trials=trials, timeout=opts.timeout, splits=splits)
     except KeyboardInterrupt:
         console.print(
             "interrupted: the trial in progress is closed and queued to run again with the same params;"
@@ -547,14 +555,18 @@ class StudyRef:
         if name is None:
             looks_like_file = self.study.endswith(".toml") or "/" in self.study
             name = load_study(self.study)[0].name if looks_like_file else self.study
+        where = self.storage or f"{self.root}/{JOURNAL_FILE}"
+        missing = HvitError(
+            f"no study named {name!r} in {where}: run `hvit-sweep run --study {name}` first, or pass --storage"
+        )
+        journal = _journal_path(self.storage, self.root)
+        if journal is not None and not journal.is_file():
+            raise missing  # reading must not create an empty journal
         opened = open_storage(self.storage, root=self.root)
         try:
             return optuna.load_study(study_name=name, storage=opened)
         except KeyError:
-            where = self.storage or f"{self.root}/{JOURNAL_FILE}"
-            raise HvitError(
-                f"no study named {name!r} in {where}: run `hvit-sweep run --study {name}` first, or pass --storage"
-            ) from None
+            raise missing from None
 
     def tracker(self) -> Tracker:
         """The study's MLflow store, checked to answer."""
@@ -563,6 +575,13 @@ class StudyRef:
         tracker = Tracker(self.tracking_uri, root=self.root)
         tracker.check_reachable()
         return tracker
+
+
+def _journal_path(storage: str | None, root: Path) -> Path | None:
+    """The journal file a storage URL names (none given: the embedded one); None for a database or Redis."""
+    if storage is None:
+        return root / JOURNAL_FILE
+    return Path(storage.removeprefix("journal:")) if storage.startswith("journal:") else None
 
 
 study_ref = option_group("ref", _LOCATION, StudyRef)
@@ -601,18 +620,24 @@ def best(
     registry_name: Annotated[str | None, Opt(help="--retrain: registered model name (default: hvit-<study>).")] = None,
     alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
     seed: Annotated[int | None, Opt(min=0, help="--retrain: the final run's seed (default: the trial's + 1).")] = None,
+    force: Annotated[bool, Opt(help="--export: replace the contents of a folder that is not empty.")] = False,
     set_: SetOpt = None,
     ref: StudyRef,
 ) -> None:
     """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
     from hvit_sweeps.console import best_trials, console, trials_table
 
+    if export is not None:
+        from hvit_sweeps.export import check_export_dest
+
+        check_export_dest(export, force=force)  # before the study is read or anything is trained
     loaded = ref.load()
     if retrain:
         _retrain(
             loaded,
             ref.tracker(),
             export=export,
+            force=force,
             registry_name=registry_name,
             alias=alias,
             seed=seed,
@@ -634,7 +659,7 @@ def best(
     if export is not None:
         from hvit_sweeps.export import export_trials  # torch: only to write a checkpoint
 
-        for path in export_trials(loaded, chosen, tracker=ref.tracker(), dest=export):
+        for path in export_trials(loaded, chosen, tracker=ref.tracker(), dest=export, force=force):
             console.print(f"exported {path}")
 
 
@@ -643,6 +668,7 @@ def _retrain(
     tracker: Tracker,
     *,
     export: Path | None,
+    force: bool,
     registry_name: str | None,
     alias: str,
     seed: int | None,
@@ -665,6 +691,7 @@ def _retrain(
             alias=alias,
             overrides=overrides,
             callbacks=[progress],
+            force=force,
         )
     console.print(
         f"final model of trial {result.source_trial}: test top-1 {100 * result.test_acc1:.2f}% "

@@ -1,16 +1,20 @@
 """Exporting a study's winners: checkpoint, config, metrics and a model card.
 
-Files are written into a staging folder beside the destination and moved into
+Files are written into a staging folder beside the destination and renamed into
 place only when all of them exist, so an interrupted export leaves nothing
-half-written.
+half-written. A folder that already holds files is never overwritten unless the
+user says ``--force``; then it is replaced whole, never mixed with the new files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +29,54 @@ from hvit_sweeps.model import count_parameters
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.visuals import download_visuals
 
-__all__ = ["export_trials", "reproduce_command"]
+__all__ = ["check_export_dest", "export_trials", "reproduce_command", "staged_export"]
 
 
-def export_trials(study: optuna.Study, trials: list[FrozenTrial], *, tracker: Tracker, dest: Path) -> list[Path]:
+def export_trials(
+    study: optuna.Study, trials: list[FrozenTrial], *, tracker: Tracker, dest: Path, force: bool = False
+) -> list[Path]:
     """Export each trial; one trial goes straight into ``dest``, several into ``dest/trial-N``."""
-    if dest.exists() and not dest.is_dir():
-        raise HvitError(f"--export {dest}: exists and is not a folder: pass a folder path")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    written = []
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=dest.parent) as staging:
+    with staged_export(dest, force=force) as staging:
         for trial in trials:
-            folder = Path(staging) if len(trials) == 1 else Path(staging) / f"trial-{trial.number}"
+            folder = staging if len(trials) == 1 else staging / f"trial-{trial.number}"
             folder.mkdir(parents=True, exist_ok=True)
             _export_one(study, trial, tracker=tracker, folder=folder)
-        dest.mkdir(exist_ok=True)
-        for item in sorted(Path(staging).iterdir()):
-            target = dest / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            shutil.move(str(item), str(target))
-            written.append(target)
-    return written
+        names = sorted(item.name for item in staging.iterdir())
+    return [dest / name for name in names]
+
+
+def check_export_dest(dest: Path, *, force: bool) -> None:
+    """Refuse a destination that is a file, or a folder holding files, unless ``force``; checked before any work."""
+    if dest.exists() and not dest.is_dir():
+        raise HvitError(f"--export {dest}: exists and is not a folder: pass a folder path")
+    if not force and dest.is_dir() and any(dest.iterdir()):
+        held = ", ".join(sorted(p.name for p in dest.iterdir())[:4])
+        raise HvitError(
+            f"--export {dest}: the folder is not empty (holds {held}): pass a new or empty folder, "
+            "or --force to replace its contents"
+        )
+
+
+@contextlib.contextmanager
+def staged_export(dest: Path, *, force: bool) -> Iterator[Path]:
+    """A staging folder beside ``dest``, renamed into place only if the block ends without an error.
+
+    With ``force`` an existing ``dest`` is moved aside first and deleted after the
+    rename, so the folder holds either all the old files or all the new ones.
+    """
+    check_export_dest(dest, force=force)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-export-", dir=dest.parent))
+    try:
+        yield staging
+        old = dest.with_name(f".{dest.name}-replaced-{os.getpid()}") if dest.exists() else None
+        if old is not None:
+            os.rename(dest, old)
+        os.rename(staging, dest)
+        if old is not None:
+            shutil.rmtree(old)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, folder: Path) -> None:

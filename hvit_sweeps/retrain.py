@@ -13,7 +13,6 @@ exported with a model card that says how its test figure was obtained.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import socket
@@ -38,7 +37,7 @@ from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.export import bash_block
+from hvit_sweeps.export import bash_block, check_export_dest, staged_export
 from hvit_sweeps.flags import reproduce_command
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
@@ -135,6 +134,7 @@ def retrain_best(
     trial_number: int | None = None,
     overrides: Mapping[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
+    force: bool = False,
 ) -> RetrainResult:
     """Train the study's best complete trial once more on train plus val, test it once, log, register, export.
 
@@ -150,11 +150,12 @@ def retrain_best(
         trial_number: Retrain this complete trial instead of the best (needed for a Pareto study).
         overrides: Config paths to change for this machine, such as ``runtime.device`` or ``data.data_dir``.
         callbacks: Per-epoch hooks, e.g. a progress display.
+        force: Replace the contents of a non-empty ``dest`` (else it is refused before training).
     """
     source = _SourceTrial.find(study, tracker, number=trial_number)
     name = registry_name or default_registry_name(study.study_name)
-    if dest is not None and dest.exists() and not dest.is_dir():
-        raise HvitError(f"--export {dest}: exists and is not a folder: pass a folder path")
+    if dest is not None:
+        check_export_dest(dest, force=force)
     if register:
         _ensure_registered_model(tracker, name, study.study_name, alias)  # refusals come before any training
     with tempfile.TemporaryDirectory(prefix="hvit-final-") as tmp:
@@ -166,7 +167,7 @@ def retrain_best(
             if register:
                 result = replace(result, registered=register_final(tracker, result, name=name, alias=alias))
             if dest is not None:
-                result = replace(result, exported=export_final(result, checkpoint, dest))
+                result = replace(result, exported=export_final(result, checkpoint, dest, force=force))
         except BaseException as err:
             tracker.end_run(result.run_id, "FAILED", tags={TAG_FAILURE: _failure(err)})
             raise
@@ -430,22 +431,17 @@ def register_final(tracker: Tracker, result: RetrainResult, *, name: str, alias:
 # -- export ------------------------------------------------------------------------------
 
 
-def export_final(result: RetrainResult, checkpoint: Path, dest: Path) -> Path:
+def export_final(result: RetrainResult, checkpoint: Path, dest: Path, *, force: bool = False) -> Path:
     """Write the final model's checkpoint, config.json, metrics.json and MODEL_CARD.md into ``dest``.
 
-    The files are written into a staging folder beside ``dest`` and renamed into it
-    only when all exist, so an interrupted export leaves nothing half-written.
+    The files are written into a staging folder beside ``dest`` and renamed into
+    place only when all exist, so an interrupted export leaves nothing half-written.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".final-", dir=dest.parent) as staging:
-        folder = Path(staging)
+    with staged_export(dest, force=force) as folder:
         shutil.copy2(checkpoint, folder / FINAL_CHECKPOINT)
         (folder / "config.json").write_text(json.dumps(result.config.model_dump(mode="json"), indent=2))
         (folder / "metrics.json").write_text(json.dumps(final_summary(result), indent=2, default=str))
         (folder / "MODEL_CARD.md").write_text(final_model_card(result))
-        dest.mkdir(exist_ok=True)
-        for item in sorted(folder.iterdir()):
-            os.replace(item, dest / item.name)
     return dest
 
 

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -94,8 +95,6 @@ class Tracker:
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         self.local = tracking_uri is None
         self.root = root
-        if self.local:
-            root.mkdir(parents=True, exist_ok=True)
         self.uri = tracking_uri or default_tracking_uri(root)
         scheme = self.uri.split(":", 1)[0].split("+", 1)[0]
         if scheme not in _TRACKING_SCHEMES:
@@ -103,10 +102,19 @@ class Tracker:
                 f"--tracking-uri {self.uri}: unknown scheme {scheme!r}; use http(s)://HOST:PORT, sqlite:///FILE, "
                 "postgresql://... or omit it for the embedded store"
             )
-        with self._init_lock():  # a new SQLite store is created and migrated right here
-            self.client = MlflowClient(tracking_uri=self.uri)
         if self.uri.startswith(("http://", "https://")):
             _OutageNotice.install(self.uri)
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client, made on first use: an embedded store is created then, not when a command starts.
+
+        So a command that refuses its input before it tracks anything leaves no `mlflow.db` behind.
+        """
+        if self.local:
+            self.root.mkdir(parents=True, exist_ok=True)
+        with self._init_lock():  # a new SQLite store is created and migrated right here
+            return MlflowClient(tracking_uri=self.uri)
 
     # -- setup -------------------------------------------------------------------------
 

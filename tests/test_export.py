@@ -111,16 +111,39 @@ def test_model_card_has_the_reproduce_command(study: optuna.Study, tracker: Trac
     assert card.split("## Reproduce", 1)[1].count(reproduce_command(config)) == 1
 
 
-# Several trials go into trial-N folders; exporting again replaces them rather than mixing old files in.
+# Several trials go into trial-N folders.
 def test_several_trials_get_a_folder_each(study: optuna.Study, tracker: Tracker, tmp_path: Path) -> None:
+    trials = [finish_trial(study, tracker, tmp_path, value=v) for v in (0.3, 0.4)]
+    dest = tmp_path / "exported"
+    export_trials(study, trials, tracker=tracker, dest=dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["trial-0", "trial-1"]
+    assert load_checkpoint(dest / "trial-1" / "best.pth").metrics["val_acc1"] == 0.4
+
+
+# A folder that holds files is refused, untouched, before anything is downloaded.
+def test_a_folder_that_is_not_empty_is_refused(study: optuna.Study, tracker: Tracker, tmp_path: Path) -> None:
+    trial = finish_trial(study, tracker, tmp_path, value=0.3)
+    dest = tmp_path / "exported"
+    dest.mkdir()
+    (dest / "config.json").write_text("the user's own")
+    with pytest.raises(HvitError, match=r"not empty \(holds config.json\).*--force"):
+        export_trials(study, [trial], tracker=tracker, dest=dest)
+    assert [p.name for p in dest.iterdir()] == ["config.json"] and (
+        dest / "config.json"
+    ).read_text() == "the user's own"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
+# With force the folder is replaced whole: no old file stays beside the new ones, and no staging folder is left.
+def test_force_replaces_the_folder_whole(study: optuna.Study, tracker: Tracker, tmp_path: Path) -> None:
     trials = [finish_trial(study, tracker, tmp_path, value=v) for v in (0.3, 0.4)]
     dest = tmp_path / "exported"
     (dest / "trial-0").mkdir(parents=True)
     (dest / "trial-0" / "stale.txt").write_text("from an older export")
-    export_trials(study, trials, tracker=tracker, dest=dest)
+    export_trials(study, trials, tracker=tracker, dest=dest, force=True)
     assert sorted(p.name for p in dest.iterdir()) == ["trial-0", "trial-1"]
     assert not (dest / "trial-0" / "stale.txt").exists()
-    assert load_checkpoint(dest / "trial-1" / "best.pth").metrics["val_acc1"] == 0.4
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 # A trial hvit-sweep did not run is refused, and a failed export leaves no folder and no staging files.

@@ -102,11 +102,14 @@ def connect(
             "file, or use postgresql://"
         )
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our display says what Optuna would log
-    sweep.tracker.check_reachable()
     tracker = sweep.tracker
+    if not tracker.local:
+        tracker.check_reachable()  # a server or database of the user's: asked before anything is created
     storage = open_storage(
         sweep.storage_url, root=sweep.root, heartbeat=sweep.heartbeat, on_stale=stale_handler(tracker)
     )
+    if tracker.local:
+        tracker.check_reachable()  # creates the embedded store, once the Optuna storage has opened
     study = optuna.create_study(
         study_name=sweep.study_name,
         storage=storage,
