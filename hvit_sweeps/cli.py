@@ -22,7 +22,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from hvit_sweeps.errors import HvitError
+from hvit_sweeps.errors import HvitError, SweepFault
 from hvit_sweeps.flags import config_flags, option_group, override_args, parse_sets, set_args
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
@@ -343,6 +343,9 @@ def run(
             SweepDashboard(study_name=sweep.study_name, target=connected.target, metric_names=names) as dash,
         ):
             _run_trials(sweep, connected, plans, splits, dash=dash, timeout=opts.timeout)
+    except SweepFault as fault:  # a full disk, a database or server that stays away: one line, and how to go on
+        close_study_run(sweep, connected, "FAILED")
+        raise SweepFault(f"{fault}; then continue with: {_resume_command(sweep, opts.study)}") from None
     except KeyboardInterrupt:
         close_study_run(sweep, connected, "KILLED")
         console.print(
@@ -387,6 +390,8 @@ def worker(
     try:
         with graceful_interrupts(console.print):
             summary = run_worker(sweep, connected, max_trials=trials, timeout=opts.timeout, splits=splits)
+    except SweepFault as fault:
+        raise SweepFault(f"{fault}; then start the worker again to continue") from None
     except KeyboardInterrupt:
         console.print(
             "interrupted: the trial in progress is closed and queued to run again with the same params;"

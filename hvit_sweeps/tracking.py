@@ -37,7 +37,7 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hvit_sweeps.config import TrainConfig, flatten_config, max_stages
-from hvit_sweeps.errors import HvitError
+from hvit_sweeps.errors import HvitError, SweepFault
 from hvit_sweeps.keys import (
     CHECKPOINT_ARTIFACT,
     CHECKPOINT_DIR,
@@ -157,11 +157,10 @@ class Tracker:
             return False
         return True
 
-    def unavailable(self) -> HvitError:
-        """The one line a sweep ends with when the tracking server stopped answering."""
-        return HvitError(
-            f"the MLflow server at {self.uri} stopped answering: finished trials are saved; "
-            "start it again, then rerun the same command with --resume"
+    def unavailable(self) -> SweepFault:
+        """The fault a sweep ends with when the tracking server stopped answering; `run` adds how to continue."""
+        return SweepFault(
+            f"the MLflow server at {self.uri} stopped answering: finished trials are saved; start it again"
         )
 
     def experiment_id(self, name: str) -> str:

@@ -143,10 +143,17 @@ def resume_hint(output: str) -> str:
     return lines[0].removeprefix("continue with: ")
 
 
-def shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
+def shell(command: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """A printed command run verbatim, as a user would paste it."""
-    env = {**clean_env(), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {**clean_env(), **(env or {}), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run(command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def assert_one_line_fault(result: subprocess.CompletedProcess, phrase: str) -> None:
+    """A machine fault: exit 1, one ``error:`` line on stderr that contains ``phrase``, and no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stdout[-2000:] + result.stderr[-3000:])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and phrase in lines[0], result.stderr
 
 
 # -- signals ------------------------------------------------------------------------------
@@ -347,17 +354,20 @@ def sweep_flags(server: Server) -> tuple[str, ...]:
 def test_an_outage_longer_than_the_retries_ends_in_one_line_and_resume_closes_everything(
     workdir: Path, server: Server, sweeps: list[Sweep]
 ) -> None:
-    # The MLflow server dies mid-trial: one "stopped answering" line, exit 2; restarted, --resume finishes, none RUNNING.
+    # The MLflow server dies mid-trial: one "stopped answering" line with the resume command, exit 1 (a fault, not
+    # bad input); restarted, the printed command finishes the study, none RUNNING.
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
     run = sweep_on(server, workdir, sweeps, env, max_epochs=2, train_samples=2048)
     run.wait_for("trial 0 started")
     server.stop()
     run.process.wait(timeout=WAIT)
     result = subprocess.CompletedProcess(run.process.args, run.process.returncode, run.stdout, run.stderr)
-    assert_one_line_error(result, "stopped answering")
+    assert_one_line_fault(result, "stopped answering")
+    hint = result.stderr.split("then continue with: ", 1)[1].strip()
+    assert hint.endswith("--resume") and "--tracking-uri" in hint, hint
 
     server.start()
-    ok(hvit("run", *sweep_flags(server), "--resume", cwd=workdir, env=env, timeout=600))
+    ok(shell(hint, workdir, env=env))
     assert_exact(journal_study(workdir / "store", "tiny"), 2)
     assert_nothing_running(MlflowClient(server.url))
 
