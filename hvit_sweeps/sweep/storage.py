@@ -2,11 +2,13 @@
 
 Storage URLs:
 
-- none: a journal file, ``mlruns/optuna.journal`` (safe for several local processes);
+- none: a journal file, ``mlruns/optuna.journal`` (safe for several local processes;
+  a torn last record is set aside, see :mod:`~hvit_sweeps.sweep.journal`);
 - ``journal:PATH``: a journal file elsewhere;
 - ``redis://HOST:PORT/DB``: a journal on Redis;
 - ``postgresql://...``, ``mysql://...``, ``sqlite:///...``: Optuna's RDB storage, with
-  heartbeats so that a killed worker's trial is failed and retried.
+  heartbeats so that a killed worker's trial is failed and retried, and calls that
+  wait out a database restart (:mod:`~hvit_sweeps.sweep.reconnect`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hvit_sweeps.errors import HvitError
+from hvit_sweeps.errors import HvitError, SweepFault
 from hvit_sweeps.keys import (
     ATTR_HEARTBEAT,
     ATTR_HOST,
@@ -31,11 +33,15 @@ from hvit_sweeps.keys import (
     TAG_FAILURE,
     TAG_TRIAL_STATE,
 )
+from hvit_sweeps.sweep.faults import machine_fault, pid_alive
+from hvit_sweeps.sweep.journal import HealingJournalBackend
+from hvit_sweeps.sweep.reconnect import DEFAULT_OUTAGE_LIMIT, ReconnectingRDBStorage
 from hvit_sweeps.tracking import Tracker
 
-__all__ = ["close_orphan_runs", "open_storage", "recover_stale_trials", "stale_handler", "trial_id"]
+__all__ = ["OUTAGE_ENV", "close_orphan_runs", "open_storage", "recover_stale_trials", "stale_handler", "trial_id"]
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
+OUTAGE_ENV = "HVIT_STORAGE_OUTAGE"  # seconds a database may stay away before the sweep stops
 
 
 def open_storage(
@@ -45,13 +51,23 @@ def open_storage(
     heartbeat: int = 60,
     on_stale: StaleCallback | None = None,
 ) -> BaseStorage:
-    """Open (and so check) the Optuna storage a URL names; see the module docstring."""
-    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+    """Open (and so check) the Optuna storage a URL names; see the module docstring.
+
+    Raises:
+        SweepFault: The journal's disk is full, read-only or failing.
+    """
+    from optuna.storages.journal import JournalRedisBackend
 
     if url is None or url.startswith("journal:"):
         path = Path(url[len("journal:") :]) if url else root / JOURNAL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(HealingJournalBackend(path))
+        except OSError as err:
+            fault = machine_fault(err, where=path)
+            if fault is None:
+                raise
+            raise SweepFault(fault) from None
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     try:
         if scheme == "redis":
@@ -59,8 +75,10 @@ def open_storage(
             _ping_redis(url)
             return optuna.storages.JournalStorage(backend)
         if scheme in ("postgresql", "postgres", "mysql", "sqlite"):
-            return optuna.storages.RDBStorage(
+            return ReconnectingRDBStorage(
                 url,
+                where=_redact(url),
+                outage_limit=_outage_limit(),
                 engine_kwargs={"pool_pre_ping": True},
                 heartbeat_interval=heartbeat,
                 grace_period=heartbeat * 3,
@@ -76,6 +94,14 @@ def open_storage(
         f"--storage {_redact(url)}: unknown scheme {scheme!r}: use postgresql://USER@HOST/DB, "
         "sqlite:///PATH.db, journal:PATH or redis://HOST:6379/0"
     )
+
+
+def _outage_limit() -> float:
+    text = os.environ.get(OUTAGE_ENV, "")
+    try:
+        return float(text) if text else DEFAULT_OUTAGE_LIMIT
+    except ValueError:
+        raise HvitError(f"{OUTAGE_ENV}={text!r}: seconds, e.g. 120") from None
 
 
 def _ping_redis(url: str) -> None:
@@ -180,16 +206,6 @@ _ORPHAN_REASON = "closed on resume: the run missed its trial's end (tracking ser
 def _owner_gone(trial: FrozenTrial, *, grace: float) -> bool:
     attrs = trial.user_attrs
     if attrs.get(ATTR_HOST) == socket.gethostname() and ATTR_PID in attrs:
-        return not _pid_alive(int(attrs[ATTR_PID]))
+        return not pid_alive(int(attrs[ATTR_PID]))
     seen = attrs.get(ATTR_HEARTBEAT)
     return seen is not None and time.time() - float(seen) > grace
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,8 +18,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps import interrupt
 from hvit_sweeps.data import DatasetSplits, load_dataset
-from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
+from hvit_sweeps.errors import HvitError, SweepFault
+from hvit_sweeps.keys import (
+    ATTR_HOST,
+    ATTR_PID,
+    ATTR_RUN_ID,
+    ATTR_SURPLUS,
+    FAILURE_FILE,
+    TAG_FAILURE,
+    TAG_TRIAL_STATE,
+    TRACKING_DB,
+)
+from hvit_sweeps.sweep.faults import SpaceReserve, machine_fault, quiet_store_errors
 from hvit_sweeps.sweep.objective import TrialObjective, log_best_visuals
 from hvit_sweeps.sweep.state import (
     Connected,
@@ -27,6 +38,7 @@ from hvit_sweeps.sweep.state import (
     study_summary,
     trial_counts,
 )
+from hvit_sweeps.sweep.storage import trial_id
 
 __all__ = ["MAX_FAILURES_IN_ROW", "WorkerSummary", "launch_workers", "run_worker", "worker_plan"]
 
@@ -54,10 +66,39 @@ def run_worker(
     and stale-trial handling; the target check before each ask, and the surplus
     check inside the objective, keep the total across workers exact.
     """
-    study = connected.study
     config = sweep.base_config
     splits = splits if splits is not None else load_dataset(config.data, seed=config.seed)
     objective = TrialObjective(sweep, connected, splits, display)
+    reserve = SpaceReserve(sweep.root)
+    quiet_store_errors()
+    try:
+        summary = _trial_loop(sweep, connected, objective, max_trials=max_trials, timeout=timeout, display=display)
+        log_best_visuals(sweep, connected, splits)
+    except (HvitError, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        fault = machine_fault(err, where=_store_path(sweep))
+        if fault is None:
+            raise
+        reserve.release()  # room for the writes that close the trial; `run` closes its parent run next
+        _close_own_trials(sweep, connected, fault)
+        raise SweepFault(fault) from None
+    finally:
+        reserve.release()
+    return summary
+
+
+def _trial_loop(
+    sweep: Sweep,
+    connected: Connected,
+    objective: TrialObjective,
+    *,
+    max_trials: int | None,
+    timeout: float | None,
+    display: SweepDisplay | None,
+) -> WorkerSummary:
+    """The loop of :func:`run_worker`; a machine fault of a trial is raised as that trial's error."""
+    study = connected.study
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = failures_in_row = 0
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # our display and MLflow report trials
@@ -77,6 +118,9 @@ def run_worker(
         ran += 1
         if objective.tracking_down:
             raise sweep.tracker.unavailable()
+        error = objective.last_error
+        if error is not None and (isinstance(error, SweepFault) or machine_fault(error, where=sweep.root)):
+            raise error
         last = next((t for t in study.get_trials(deepcopy=False) if t.number == objective.last_number), None)
         failed = last is not None and last.state == TrialState.FAIL and not last.user_attrs.get(ATTR_SURPLUS)
         failures_in_row = failures_in_row + 1 if failed else 0
@@ -88,8 +132,39 @@ def run_worker(
         _log_best_so_far(sweep, connected)
         if display is not None:
             display.refresh(study)
-    log_best_visuals(sweep, connected, splits)
     return WorkerSummary(ran=ran, reason=reason)
+
+
+def _store_path(sweep: Sweep) -> Path:
+    """What a fault that names no file was writing: SQLite errors come from the embedded MLflow store."""
+    root = sweep.root.resolve()
+    return root / TRACKING_DB if sweep.tracker.local else root
+
+
+def _close_own_trials(sweep: Sweep, connected: Connected, fault: str) -> None:
+    """After a machine fault: fail this process's RUNNING trials and close their MLflow runs, as far as room allows.
+
+    Optuna's own FAIL record may have been the write that failed. What cannot be
+    written now, `run --resume` closes later (the trial's process is dead by then).
+    """
+    study, storage = connected.study, connected.storage
+    tags = {TAG_FAILURE: f"machine fault: {fault}"[:1000], TAG_TRIAL_STATE: "FAIL"}
+    try:
+        trials = study.get_trials(deepcopy=False)
+    except Exception:  # noqa: BLE001 - the storage is what failed: --resume recovers the trials
+        return
+    for trial in trials:
+        attrs = trial.user_attrs
+        if attrs.get(ATTR_PID) != os.getpid() or attrs.get(ATTR_HOST) != socket.gethostname():
+            continue
+        try:
+            if trial.state == TrialState.RUNNING:
+                storage.set_trial_state_values(trial_id(storage, study, trial.number), TrialState.FAIL)
+            run_id = attrs.get(ATTR_RUN_ID)
+            if run_id and sweep.tracker.run_status(run_id) == "RUNNING":
+                sweep.tracker.end_run(run_id, "FAILED", tags=tags)
+        except Exception:  # noqa: BLE001 - no room even now: --resume closes it
+            continue
 
 
 def _failure_reason(sweep: Sweep, trial: FrozenTrial | None) -> str:
@@ -144,6 +219,9 @@ def launch_workers(
     """Start one ``hvit-sweep worker`` process per plan, poll until all exit; return codes.
 
     Ctrl-C reaches the workers too (same process group); each ends its trial cleanly.
+    When this process ends in any other way, its workers end too: an error here
+    signals them, and a SIGKILL of this process reaches them as SIGTERM from the
+    kernel (``interrupt.PARENT_ENV``, read by :func:`interrupt.die_with_parent`).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     processes = []
@@ -151,7 +229,15 @@ def launch_workers(
         log = open(log_dir / f"worker-{index}.log", "w")  # noqa: SIM115 - closed below
         command = [sys.executable, "-m", "hvit_sweeps", "worker", *worker_args, "--worker-index", str(index)]
         processes.append(
-            (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}), log)
+            (
+                subprocess.Popen(
+                    command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **env, interrupt.PARENT_ENV: str(os.getpid())},
+                ),
+                log,
+            )
         )
     try:
         forwarded = False
@@ -167,11 +253,26 @@ def launch_workers(
         for process, _ in processes:
             process.wait()
         raise
+    except BaseException:
+        _stop_all(processes)
+        raise
     finally:
         for _, log in processes:
             log.close()
     poll()
     return [p.returncode for p, _ in processes]
+
+
+def _stop_all(processes: list[tuple[subprocess.Popen[bytes], Any]], grace: float = 30) -> None:
+    """SIGTERM, then SIGKILL for a worker still there after ``grace`` seconds: none outlives `run`."""
+    _signal_all(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process, _ in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _signal_all(processes: list[tuple[subprocess.Popen[bytes], Any]], sig: int) -> None:
