@@ -121,8 +121,14 @@ def train(
     ] = None,
 ) -> None:
     """Train one HViT and keep its best-by-validation checkpoint."""
-    from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.config import build_config
+
+    sets = parse_sets(set_)
+    checkpoint = None
+    if resume is None:  # a flag mistake is answered before torch loads (seconds on a busy machine)
+        config = build_config(config_layer, sets, source="train flags")
+
+    from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.console import (
         TrainProgress,
         console,
@@ -132,9 +138,9 @@ def train(
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.train import train as run_training
 
-    checkpoint = load_checkpoint(resume) if resume is not None else None
-    base = checkpoint.config.model_dump(mode="json") if checkpoint else {}
-    config = build_config(base, config_layer, parse_sets(set_), source="train flags")
+    if resume is not None:  # the checkpoint's config is the layer under the flags
+        checkpoint = load_checkpoint(resume)
+        config = build_config(checkpoint.config.model_dump(mode="json"), config_layer, sets, source="train flags")
     start = checkpoint.epoch + 1 if checkpoint else 1
     try:
         with graceful_interrupts(console.print), TrainProgress(config.epochs, start_epoch=start) as progress:

@@ -13,6 +13,7 @@ Nothing here imports torch: ``--help`` stays fast.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import inspect
 import json
@@ -171,7 +172,9 @@ def _int_tuple(value: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in value.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{value!r} is not a comma-separated list of integers, e.g. 64,128,256") from None
+        raise typer.BadParameter(
+            f"{value!r} is not a comma-separated list of integers, e.g. 64,128,256", param_hint=option
+        ) from None
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -224,20 +227,35 @@ def config_layer(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
-    """``PATH=VALUE`` pairs; values are read as TOML (true, 3, 1e-3, [64, 128]) or else kept as text."""
+    """``PATH=VALUE`` pairs; values are read as TOML (true, 3, 1e-3, [64, 128]) or else kept as text.
+
+    A per-stage list also takes the flag's form, ``64,128,256``, so the two never disagree.
+    """
+    flags = {flag.path: flag for flag in config_flag_table().values()}
     parsed: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         key = key.strip()
-        if not sep or not has_field(key):
-            raise typer.BadParameter(
-                f"{item!r}: use PATH=VALUE with a config path such as optim.lr=1e-3", param_hint="--set"
-            )
+        if not sep:
+            raise typer.BadParameter(f"{item!r}: use PATH=VALUE, e.g. optim.lr=1e-3", param_hint="--set")
+        if not has_field(key):
+            raise typer.BadParameter(f"{key!r} is not a config path{_nearest(key, flags)}", param_hint="--set")
         try:
             parsed[key] = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
-            parsed[key] = raw
+            stages = key in flags and flags[key].kind == "stages"
+            parsed[key] = _int_tuple(raw.strip(), f"--set {key}") if stages else raw
     return parsed
+
+
+def _nearest(path: str, flags: Mapping[str, ConfigFlag]) -> str:
+    """``: did you mean optim.lr?`` for the closest settable path, or a pointer to the list."""
+    close = difflib.get_close_matches(path, list(flags), n=1, cutoff=0.5)
+    leaf = [p for p in flags if p.rsplit(".", 1)[-1] == path.rsplit(".", 1)[-1]]
+    guess = leaf or close  # the same field name in another section is the likelier slip
+    if guess:
+        return f": did you mean {guess[0]}?"
+    return " (`hvit-sweep train --help` lists every field; --set takes SECTION.FIELD, e.g. optim.lr)"
 
 
 def set_args(layer: Mapping[str, Any]) -> list[str]:

@@ -98,6 +98,39 @@ def test_set_refuses_unknown_paths(item: str) -> None:
         parse_sets([item])
 
 
+# An unknown path is named, with the nearest settable one: the same field in another section first.
+@pytest.mark.parametrize(
+    ("item", "hint"),
+    [("model.lr=1", "did you mean optim.lr?"), ("optim.weight_decy=0.1", "did you mean optim.weight_decay?")],
+)
+def test_unknown_set_path_names_the_nearest(item: str, hint: str) -> None:
+    with pytest.raises(typer.BadParameter, match=f"'{item.split('=')[0]}' is not a config path: {hint}"):
+        parse_sets([item])
+
+
+# --set takes the per-stage list in the flag's form too, and both give the same config.
+def test_set_takes_the_flags_list_form() -> None:
+    flag_form = parse_sets(["model.embed_dims=64,128,256"])
+    toml_form = parse_sets(["model.embed_dims=[64, 128, 256]"])
+    assert build_config(flag_form, source="t").model.embed_dims == (64, 128, 256)
+    assert build_config(flag_form, source="t") == build_config(toml_form, source="t")
+
+
+# A flag mistake in `train` is one line from a process that never imported torch.
+def test_a_train_flag_mistake_is_answered_before_torch_loads(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom hvit_sweeps.cli import app\n"
+        "try:\n    app(['train', '--epochs', '0'])\nexcept SystemExit as e:\n"
+        "    print('torch' in sys.modules, e.code)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.stdout.split() == ["False", "2"], out.stdout + out.stderr
+    assert "epochs: Input should be greater than or equal to 1" in out.stderr
+
+
 # Help shows each field's default, with no markup eaten, and never imports torch.
 def test_help_shows_defaults_without_torch() -> None:
     import subprocess
