@@ -162,7 +162,8 @@ def _train_interrupted(config: TrainConfig) -> str:
     """What a stopped `train` kept, and how to go on."""
     kept = [str(p) for p in (config.checkpoint_path, config.last_checkpoint_path) if p is not None and p.is_file()]
     if config.last_checkpoint_path is not None and config.last_checkpoint_path.is_file():
-        return f"interrupted: kept {', '.join(kept)}; continue with: hvit-sweep train --resume {config.last_checkpoint_path}"
+        resume = shlex.join(["hvit-sweep", "train", "--resume", str(config.last_checkpoint_path)])
+        return f"interrupted: kept {', '.join(kept)}; continue with: {resume}"
     if kept:
         return f"interrupted: kept the best checkpoint so far, {kept[0]} (add --save-final to be able to --resume)"
     return "interrupted before any epoch ended: nothing was saved"
@@ -516,10 +517,10 @@ def _tracking_hint(sweep: Sweep, connected: Connected) -> str:
 
     local = sweep.tracker.local
     base = _ui_base(sweep.tracker.uri if not local else None)
-    root = "" if sweep.root == Path("mlruns") else f" --root {sweep.root}"
+    ui = ["hvit-sweep", "ui", *([] if sweep.root == Path("mlruns") else ["--root", str(sweep.root)])]
     return "\n".join(
         [
-            *([f"MLflow: run `hvit-sweep ui{root}`, then open"] if local else []),
+            *([f"MLflow: run `{shlex.join(ui)}`, then open"] if local else []),
             f"trials, best first: {view_url(base, connected.experiment_id, view_key(sweep.study_name))}",
             "study run (plots, best so far): "
             + run_url(base, connected.experiment_id, connected.parent_run_id, artifact=plot_artifact(PLOT_HISTORY)),
@@ -568,7 +569,8 @@ class StudyRef:
             name = load_study(self.study)[0].name if looks_like_file else self.study
         where = self.storage or f"{self.root}/{JOURNAL_FILE}"
         missing = HvitError(
-            f"no study named {name!r} in {where}: run `hvit-sweep run --study {name}` first, or pass --storage"
+            f"no study named {name!r} in {where}: run `{shlex.join(['hvit-sweep', 'run', '--study', name])}` first, "
+            "or pass --storage"
         )
         journal = _journal_path(self.storage, self.root)
         if journal is not None and not journal.is_file():
