@@ -8,23 +8,28 @@ is left RUNNING, and that the fault was told in one line.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import clean_env, hvit, ok, tiny_study
+from conftest import _wait_healthy, clean_env, free_port, hvit, ok, tiny_study
 from optuna.trial import TrialState
-from test_interrupts import Sweep, assert_exact, assert_nothing_running, embedded
+from test_interrupts import WAIT, Sweep, assert_exact, assert_nothing_running, embedded
 
+from hvit_sweeps.keys import ATTR_EPOCH
 from hvit_sweeps.sweep.faults import machine_fault
 from hvit_sweeps.sweep.journal import torn_tail
 from hvit_sweeps.sweep.storage import open_storage
@@ -296,3 +301,134 @@ def test_a_full_disk_mid_trial_ends_in_one_line_and_resume_finishes(
     assert_exact(study, 3)
     assert_distinct_params(study)
     assert_nothing_running(embedded(workdir / "disk" / "store"))
+
+
+# -- a PostgreSQL of the test's own, restarted mid-sweep ----------------------------------------
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster in a temporary folder, on a free port, run as the `postgres` user."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.port = folder, free_port()
+        self.data = folder / "data"
+
+    def _as_postgres(self, *args: str) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", *args], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        self._as_postgres(str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self.start()
+        for name in ("optuna", "mlflow"):
+            self._as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), name)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-o", options, "-l", str(self.folder / "log"),
+                          "-w", "start")  # fmt: skip
+
+    def stop(self) -> None:
+        self._as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def url(self, name: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[OwnPostgres]:
+    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None or os.geteuid() != 0:
+        pytest.skip(f"needs root, runuser and PostgreSQL 15 under {PG_BIN} to run a server of the test's own")
+    folder = Path(tempfile.mkdtemp(prefix="hvit-pg-"))  # not under pytest's root-only tmp: postgres must enter it
+    folder.chmod(0o755)
+    shutil.chown(folder, "postgres", "postgres")
+    server = OwnPostgres(folder)
+    server.init()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_on(own_postgres: OwnPostgres, tmp_path: Path) -> Iterator[str]:
+    """An MLflow server on the test's own PostgreSQL (as conftest's `mlflow_server`); yields its URL."""
+    port, log = free_port(), tmp_path / "mlflow.log"
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or "mlflow"
+    command = [mlflow, "server", "--backend-store-uri", own_postgres.url("mlflow"), "--serve-artifacts",
+               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1"]  # fmt: skip
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, log)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def worker_logs(root: Path, study: str) -> list[str]:
+    return [p.read_text() for p in sorted((root / "logs" / study).glob("worker-*.log"))]
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.2)
+
+
+def rdb_study(url: str, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def mid_trial(url: str, name: str) -> bool:
+    """Whether a trial of the study is RUNNING past its first epoch (polled once a second)."""
+    time.sleep(1)
+    try:
+        trials = rdb_study(url, name).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:  # not created yet
+        return False
+    return any(t.user_attrs.get(ATTR_EPOCH, 0) >= 1 for t in trials)
+
+
+def assert_mlflow_closed(url: str) -> None:
+    from mlflow import MlflowClient
+
+    assert_nothing_running(MlflowClient(url))
+
+
+@pytest.mark.slow
+def test_a_postgresql_restart_mid_sweep_is_waited_out(
+    workdir: Path, own_postgres: OwnPostgres, mlflow_on: str, sweeps: list[Sweep]
+) -> None:
+    # PostgreSQL (Optuna's and MLflow's) restarts under a 2-worker sweep: the workers wait, say so in one line each
+    # way, reconnect and finish; the exact target, no params twice, nothing RUNNING.
+    (workdir / "tiny.toml").write_text(
+        tiny_study("tiny", trials=4, max_epochs=8, train_samples=2048, extra="visuals = false")
+    )
+    storage = own_postgres.url("optuna")
+    flags = ("--study", "tiny.toml", "--root", "store", "--storage", storage, "--tracking-uri", mlflow_on)
+    sweeps.append(run := Sweep(workdir, *flags, "--workers", "2"))
+    wait_until(lambda: mid_trial(storage, "tiny"), "a trial past its first epoch")
+    own_postgres.stop()
+    time.sleep(5)
+    own_postgres.start()
+    run.process.wait(timeout=WAIT)
+    logs = worker_logs(workdir / "store", "tiny")
+    output = run.stdout + run.stderr + "".join(logs)
+    assert run.process.returncode == 0, output[-4000:]
+    assert "Traceback" not in output, output[-4000:]
+    said = [run.stderr, *logs]  # each process says it once each way, if it called the database meanwhile
+    gone = [text.count("storage: the database at") for text in said]
+    back = [text.count("storage: the database answers again") for text in said]
+    assert gone == back and max(gone) == 1 and sum(gone[1:]) >= 1, (gone, back, output[-4000:])
+    study = rdb_study(storage, "tiny")
+    assert_exact(study, 4)
+    assert_distinct_params(study)
+    assert_mlflow_closed(mlflow_on)

@@ -20,7 +20,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["FAULT_ERRNOS", "SpaceReserve", "machine_fault", "pid_alive", "quiet_store_errors"]
+__all__ = ["FAULT_ERRNOS", "SpaceReserve", "chain", "machine_fault", "pid_alive", "quiet_store_errors"]
 
 # errno -> what the user reads, and what to do before `--resume`.
 FAULT_ERRNOS: dict[int, tuple[str, str]] = {
@@ -51,10 +51,10 @@ def machine_fault(err: BaseException, *, where: Path | str) -> str | None:
         err: Searched with its ``__cause__``/``__context__`` chain.
         where: Named when the error names no file (SQLite's do not).
     """
-    for link in _chain(err):
+    for link in chain(err):
         if isinstance(link, OSError) and link.errno in FAULT_ERRNOS:
             return _statement(link.errno, link.filename or where)
-    for link in _chain(err):
+    for link in chain(err):
         text = str(link).lower()
         for phrase, code in _MESSAGES.items():
             if phrase in text:
@@ -68,7 +68,8 @@ def _statement(code: int, path: object) -> str:
     return f"{words} ({errno.errorcode[code]}) writing {name}: {fix}, then continue"
 
 
-def _chain(err: BaseException) -> list[BaseException]:
+def chain(err: BaseException) -> list[BaseException]:
+    """``err`` and every error it wraps or was raised while handling, nearest first."""
     seen: list[BaseException] = []
     todo: list[BaseException | None] = [err]
     while todo:

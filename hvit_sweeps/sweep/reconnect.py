@@ -35,7 +35,7 @@ __all__ = ["DEFAULT_OUTAGE_LIMIT", "ReconnectingRDBStorage", "connection_lost"]
 DEFAULT_OUTAGE_LIMIT = 120.0  # seconds; a database restart takes a few
 _PAUSES = (0.5, 1.0, 2.0, 3.0)  # then every 3 s: short enough to notice the return quickly
 
-# Every storage call that goes to the database; the private two are the heartbeat's.
+# Every storage call that goes to the database; the private ones are what Optuna's cache and heartbeat call.
 _RETRIED = [
     "create_new_study",
     "delete_study",
@@ -64,6 +64,10 @@ _RETRIED = [
     "get_trial_system_attrs",
     "record_heartbeat",
     "_get_stale_trial_ids",
+    "_create_new_trial",
+    "_get_best_trial_id",
+    "_get_trials",
+    "_set_trial_param",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

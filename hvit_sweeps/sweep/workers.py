@@ -29,7 +29,7 @@ from hvit_sweeps.keys import (
     TAG_TRIAL_STATE,
     TRACKING_DB,
 )
-from hvit_sweeps.sweep.faults import SpaceReserve, machine_fault, quiet_store_errors
+from hvit_sweeps.sweep.faults import SpaceReserve, chain, machine_fault, quiet_store_errors
 from hvit_sweeps.sweep.objective import TrialObjective, log_best_visuals
 from hvit_sweeps.sweep.state import (
     Connected,
@@ -77,6 +77,7 @@ def run_worker(
     except (HvitError, KeyboardInterrupt):
         raise
     except Exception as err:
+        _raise_masked(err)
         fault = machine_fault(err, where=_store_path(sweep))
         if fault is None:
             raise
@@ -133,6 +134,18 @@ def _trial_loop(
         if display is not None:
             display.refresh(study)
     return WorkerSummary(ran=ran, reason=reason)
+
+
+def _raise_masked(err: Exception) -> None:
+    """Raise the stop request or SweepFault that ``err`` hides, if any.
+
+    When Optuna's tell fails and so does its own look-up of the trial, it raises
+    an UnboundLocalError from its ``finally`` (optuna/study/_optimize.py) in
+    place of what went wrong: a database that stayed away, or a stop asked for.
+    """
+    for link in chain(err)[1:]:
+        if isinstance(link, (SweepFault, KeyboardInterrupt)):
+            raise link from None
 
 
 def _store_path(sweep: Sweep) -> Path:
