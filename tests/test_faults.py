@@ -26,6 +26,7 @@ from pathlib import Path
 import optuna
 import pytest
 from conftest import _wait_healthy, clean_env, free_port, hvit, ok, tiny_study
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from test_interrupts import WAIT, Sweep, assert_exact, assert_nothing_running, embedded
 
@@ -432,3 +433,93 @@ def test_a_postgresql_restart_mid_sweep_is_waited_out(
     assert_exact(study, 4)
     assert_distinct_params(study)
     assert_mlflow_closed(mlflow_on)
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper counts as ended)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_database_that_stays_away_ends_the_sweep_and_sigterm_stops_a_waiting_worker(
+    workdir: Path, own_postgres: OwnPostgres, sweeps: list[Sweep]
+) -> None:
+    # PostgreSQL stops for longer than HVIT_STORAGE_OUTAGE: a worker waiting on it stops within 5 s of SIGTERM, the
+    # others end with one error line (exit 1); once it is back, `run --resume` reaches the exact target.
+    (workdir / "tiny.toml").write_text(
+        tiny_study("tiny", trials=3, max_epochs=8, train_samples=2048, extra="visuals = false")
+    )
+    storage = own_postgres.url("optuna")
+    flags = ("--study", "tiny.toml", "--root", "store", "--storage", storage)
+    sweeps.append(run := Sweep(workdir, *flags, "--workers", "2", env={"HVIT_STORAGE_OUTAGE": "20"}))
+    wait_until(lambda: mid_trial(storage, "tiny"), "a trial past its first epoch")
+    workers = children(run.process.pid)
+    own_postgres.stop()
+    wait_until(lambda: "not answering" in worker_logs(workdir / "store", "tiny")[0], "worker 0 waiting", timeout=60)
+    sent = time.monotonic()
+    os.kill(workers[0], signal.SIGTERM)
+    wait_until(lambda: not alive(workers[0]), "worker 0 gone after SIGTERM", timeout=30)
+    seconds = time.monotonic() - sent
+    print(f"\nSIGTERM to a worker waiting on the database: gone after {seconds:.1f} s")
+    assert seconds < 5, seconds
+
+    run.process.wait(timeout=WAIT)
+    output = run.stdout + run.stderr
+    assert run.process.returncode == 1, output[-3000:]
+    assert "Traceback" not in output + "".join(worker_logs(workdir / "store", "tiny")), output[-3000:]
+    said = [line for line in run.stderr.splitlines() if line.strip()]  # gone, then the error: nothing else
+    assert len(said) == 2 and "is not answering" in said[0], run.stderr[-3000:]
+    assert said[1].startswith("error: ") and "has not answered for" in said[1], run.stderr[-3000:]
+    own_postgres.start()
+    ok(hvit("run", *flags, "--resume", cwd=workdir, timeout=600))
+    study = rdb_study(storage, "tiny")
+    assert_exact(study, 3)
+    assert_distinct_params(study)
+    assert_nothing_running(embedded(workdir / "store"))
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_run_end_with_it(workdir: Path, sweeps: list[Sweep]) -> None:
+    # SIGKILL of `run --workers 2` (a scheduler's hard stop): its workers stop within seconds, no orphan keeps
+    # training; `run --resume` then reaches the exact target with nothing RUNNING.
+    (workdir / "tiny.toml").write_text(
+        tiny_study("tiny", trials=3, max_epochs=8, train_samples=2048, extra="visuals = false")
+    )
+    flags = ("--study", "tiny.toml", "--root", "store")
+    sweeps.append(run := Sweep(workdir, *flags, "--workers", "2"))
+    wait_until(lambda: len(worker_logs(workdir / "store", "tiny")) == 2, "two workers")
+    workers = children(run.process.pid)
+    wait_until(lambda: mid_trial_journal(workdir / "store", "tiny"), "a trial past its first epoch")
+    sent = time.monotonic()
+    run.process.send_signal(signal.SIGKILL)
+    run.process.wait()
+    wait_until(lambda: not any(alive(pid) for pid in workers), "the workers gone", timeout=60)
+    seconds = time.monotonic() - sent
+    print(f"\nworkers of a SIGKILLed run: gone after {seconds:.1f} s")
+    assert seconds < 10, seconds
+    logs = worker_logs(workdir / "store", "tiny")
+    assert all(log.count("stopping at the end of this batch") == 1 for log in logs), logs
+
+    ok(hvit("run", *flags, "--resume", cwd=workdir, timeout=600))
+    study = reopen(workdir / "store", "tiny")
+    assert_exact(study, 3)
+    assert_distinct_params(study)
+    assert_nothing_running(embedded(workdir / "store"))
+
+
+def mid_trial_journal(root: Path, name: str) -> bool:
+    time.sleep(0.5)
+    try:
+        trials = optuna.load_study(
+            study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(journal_of(root))))
+        ).get_trials(states=(TrialState.RUNNING,))
+    except KeyError:
+        return False
+    return any(t.user_attrs.get(ATTR_EPOCH, 0) >= 1 for t in trials)

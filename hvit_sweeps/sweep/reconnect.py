@@ -17,6 +17,7 @@ setting counts as done rather than as a conflict.
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import threading
 import time
@@ -131,6 +132,7 @@ class ReconnectingRDBStorage(RDBStorage):
     def __init__(self, url: str, *, where: str, outage_limit: float = DEFAULT_OUTAGE_LIMIT, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self._outage = _Outage(where, outage_limit)
+        _quiet_optuna_fallback()
 
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
@@ -193,8 +195,30 @@ def _pause(seconds: float) -> None:
 
 
 def _first_line(err: BaseException) -> str:
+    """The driver's own words (``connection refused``), not Optuna's guess about a failed commit."""
+    from sqlalchemy import exc
+
+    link: BaseException | None = err
+    while link is not None:
+        if isinstance(link, exc.DBAPIError) and link.orig is not None:
+            err = link.orig
+            break
+        link = link.__cause__ or link.__context__
     text = str(err).strip()
     return text.splitlines()[0][:160] if text else type(err).__name__
+
+
+class _QuietFallback(logging.Filter):
+    """Optuna warns, with the SQL, that it falls back to a slower query when the connection drops; we say it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Caught an error from sqlalchemy")
+
+
+def _quiet_optuna_fallback() -> None:
+    logger = logging.getLogger("optuna.storages._rdb.storage")
+    if not any(isinstance(f, _QuietFallback) for f in logger.filters):
+        logger.addFilter(_QuietFallback())
 
 
 def _say(line: str) -> None:
