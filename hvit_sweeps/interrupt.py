@@ -37,6 +37,7 @@ __all__ = [
     "graceful_interrupts",
     "orphaned",
     "requested",
+    "set_waiting_on_server",
     "waiting_on_server",
 ]
 
@@ -75,14 +76,25 @@ def waiting_on_server() -> Iterator[None]:
     Raises StopRequested on entry when a stop was already asked for: the cleanup
     after a stop must not start another long wait on the same absent server.
     """
-    check()
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals reach the main thread only; this one polls requested()
-        return
-    _waiting.set()
+    set_waiting_on_server(True)
     try:
         yield
     finally:
+        set_waiting_on_server(False)
+
+
+def set_waiting_on_server(waiting: bool) -> None:
+    """Mark the start or end of a wait on a server, for waits that are not one block (a retry log filter).
+
+    Starting one raises StopRequested if a stop was already asked for.
+    """
+    if waiting:
+        check()
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach the main thread only; other threads poll requested()
+    if waiting:
+        _waiting.set()
+    else:
         _waiting.clear()
 
 

@@ -30,6 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from test_interrupts import WAIT, Sweep, assert_exact, assert_nothing_running, embedded
 
+from hvit_sweeps import interrupt
 from hvit_sweeps.keys import ATTR_EPOCH
 from hvit_sweeps.sweep.faults import machine_fault
 from hvit_sweeps.sweep.journal import torn_tail
@@ -523,3 +524,30 @@ def mid_trial_journal(root: Path, name: str) -> bool:
     except KeyError:
         return False
     return any(t.user_attrs.get(ATTR_EPOCH, 0) >= 1 for t in trials)
+
+
+# -- stop requests while waiting ----------------------------------------------------------------
+
+
+def test_the_first_sigterm_ends_a_wait_on_a_server_at_once() -> None:
+    # Between batches a first SIGTERM only asks; during a wait on a server it raises at once, and no new wait starts.
+    told: list[str] = []
+    with interrupt.graceful_interrupts(told.append):
+        with pytest.raises(interrupt.StopRequested), interrupt.waiting_on_server():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises inside the sleep
+        assert interrupt.requested() and not told
+        with pytest.raises(interrupt.StopRequested):
+            interrupt.set_waiting_on_server(True)
+    assert not interrupt.requested()
+
+
+def test_a_worker_whose_run_is_gone_is_asked_to_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A worker started by `run` (HVIT_PARENT_PID) sees a changed parent as a stop request at its next check.
+    monkeypatch.setenv(interrupt.PARENT_ENV, str(os.getppid()))
+    assert not interrupt.orphaned()
+    interrupt.check()
+    monkeypatch.setenv(interrupt.PARENT_ENV, str(os.getppid() + 1_000_000))
+    assert interrupt.orphaned() and interrupt.requested()
+    with pytest.raises(interrupt.StopRequested, match="started this worker ended"):
+        interrupt.check()
