@@ -129,10 +129,10 @@ def test_machine_faults_are_found_through_wrapping_errors() -> None:
             raise RuntimeError("upload failed") from err
     except RuntimeError as wrapped:
         stated = machine_fault(wrapped, where="/x")
-    assert stated == "no space left on device (ENOSPC) writing /x/mlruns/optuna.journal: free space, then continue"
+    assert stated == "no space left on device (ENOSPC) writing /x/mlruns/optuna.journal: free space"
     full = OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
     assert machine_fault(full, where="/x/mlruns/mlflow.db") == (
-        "no space left on device (ENOSPC) writing /x/mlruns/mlflow.db: free space, then continue"
+        "no space left on device (ENOSPC) writing /x/mlruns/mlflow.db: free space"
     )
     assert "(EROFS)" in str(machine_fault(OSError(errno.EROFS, "Read-only file system"), where="/r"))
     assert machine_fault(ValueError("bad lr"), where="/x") is None
@@ -292,6 +292,7 @@ def test_a_full_disk_mid_trial_ends_in_one_line_and_resume_finishes(
     assert "Traceback" not in output, output[-3000:]
     errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "(ENOSPC)" in errors[0] and "disk/store" in errors[0], run.stderr[-3000:]
+    assert "continue with: hvit-sweep run --study tiny.toml --root disk/store --resume" in errors[0], errors
     assert_nothing_running(embedded(workdir / "disk" / "store"))
     stopped = reopen(workdir / "disk" / "store", "tiny")
     assert [t.state for t in stopped.trials] == [TrialState.COMPLETE, TrialState.FAIL], stopped.trials
@@ -478,6 +479,7 @@ def test_a_database_that_stays_away_ends_the_sweep_and_sigterm_stops_a_waiting_w
     said = [line for line in run.stderr.splitlines() if line.strip()]  # gone, then the error: nothing else
     assert len(said) == 2 and "is not answering" in said[0], run.stderr[-3000:]
     assert said[1].startswith("error: ") and "has not answered for" in said[1], run.stderr[-3000:]
+    assert said[1].endswith("--resume"), said[1]
     own_postgres.start()
     ok(hvit("run", *flags, "--resume", cwd=workdir, timeout=600))
     study = rdb_study(storage, "tiny")

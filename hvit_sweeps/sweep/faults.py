@@ -65,7 +65,7 @@ def machine_fault(err: BaseException, *, where: Path | str) -> str | None:
 def _statement(code: int, path: object) -> str:
     words, fix = FAULT_ERRNOS[code]
     name = os.fsdecode(path) if isinstance(path, bytes) else path
-    return f"{words} ({errno.errorcode[code]}) writing {name}: {fix}, then continue"
+    return f"{words} ({errno.errorcode[code]}) writing {name}: {fix}"
 
 
 def chain(err: BaseException) -> list[BaseException]:

@@ -113,8 +113,7 @@ class _Outage:
             waited = time.monotonic() - self.since
         if waited > self.limit:
             raise SweepFault(
-                f"the database at {self.where} has not answered for {waited:.0f} s ({_first_line(err)}): "
-                "start it, then continue"
+                f"the database at {self.where} has not answered for {waited:.0f} s ({_first_line(err)}): start it"
             ) from None
 
     def answered(self) -> None:
