@@ -202,7 +202,7 @@ def test_writers_killed_at_random_moments_never_lose_a_finished_trial(tmp_path: 
     assert_distinct_params(study)
     assert torn_tail(journal_of(root), parse=True) is None
     print(
-        f"\n16 kills: {len(_finished_by_writers(outs))} trials finished, {len(side_files(root))} torn records set aside"
+        f"\n{KILLS} kills: {len(_finished_by_writers(outs))} trials finished, {len(side_files(root))} torn records set aside"
     )
 
 
@@ -227,7 +227,9 @@ def _finished_by_writers(outs: list[Path]) -> dict[int, float]:
 @pytest.mark.slow
 def test_show_and_resume_work_on_a_torn_journal(workdir: Path) -> None:
     # A torn last line after a real sweep: `show` sets it aside in one line, `run --resume` and `run` carry on.
-    (workdir / "tiny.toml").write_text(tiny_study("tiny", trials=1, max_epochs=1, train_samples=128))
+    (workdir / "tiny.toml").write_text(
+        tiny_study("tiny", trials=1, max_epochs=1, train_samples=128, extra="visuals = false")
+    )
     ok(hvit("run", "--study", "tiny.toml", "--root", "store", cwd=workdir))
     torn = b'{"op_code":6,"worker_id":"x","trial_id":0,"va'
     with open(journal_of(workdir / "store"), "ab") as handle:
