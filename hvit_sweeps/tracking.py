@@ -36,6 +36,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from hvit_sweeps import interrupt
 from hvit_sweeps.config import TrainConfig, flatten_config, max_stages
 from hvit_sweeps.errors import HvitError, SweepFault
 from hvit_sweeps.keys import (
@@ -345,12 +346,17 @@ class _OutageNotice(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        if self.since is None and message.startswith("Retrying"):
-            self.since = time.monotonic()
-            _say(f"tracking: the MLflow server at {self.uri} is not answering; retrying while training waits")
+        if message.startswith("Retrying"):
+            if self.since is None:
+                self.since = time.monotonic()
+                _say(f"tracking: the MLflow server at {self.uri} is not answering; retrying while training waits")
+            # From now a stop (a scheduler's SIGTERM) raises at once, out of MLflow's retries; a request made
+            # after a stop (closing the runs) gives up at its first retry instead of waiting the server out.
+            interrupt.set_waiting_on_server(True)
         elif self.since is not None and self._ANSWERED.search(message):
             _say(f"tracking: the MLflow server answers again, after {time.monotonic() - self.since:.0f} s")
             self.since = None
+            interrupt.set_waiting_on_server(False)
         return self.pass_debug or record.levelno > logging.DEBUG
 
 

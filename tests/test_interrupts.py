@@ -393,6 +393,31 @@ def test_a_short_outage_is_announced_and_the_sweep_goes_on(workdir: Path, server
     assert_nothing_running(MlflowClient(server.url))
 
 
+@pytest.mark.slow
+def test_one_sigterm_stops_a_sweep_that_waits_on_a_stopped_server(
+    workdir: Path, server: Server, sweeps: list[Sweep]
+) -> None:
+    # The MLflow server stops mid-trial and MLflow retries for minutes: one SIGTERM (a scheduler's) ends the
+    # sweep within seconds, with no traceback, instead of waiting the retries out.
+    env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
+    run = sweep_on(server, workdir, sweeps, env, max_epochs=3, train_samples=2048)
+    run.wait_for("trial 0: epoch 1 done")
+    server.stop()
+    deadline = time.monotonic() + 120
+    while "is not answering" not in run.stderr and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "is not answering" in run.stderr, run.stderr[-2000:]
+    seconds = run.signal_and_time(signal.SIGTERM, timeout=60)
+    print(f"\nSIGTERM while waiting on MLflow: exited after {seconds:.2f} s")
+    assert seconds < 10 and "Traceback" not in run.stderr, (seconds, run.stderr[-3000:])
+    assert run.process.returncode == 130, run.stdout[-2000:] + run.stderr[-2000:]
+
+    server.start()  # the printed command closes what the stop could not reach, and finishes the study
+    ok(shell(resume_hint(run.stdout), workdir, env=env))
+    assert_exact(journal_study(workdir / "store", "tiny"), 2)
+    assert_nothing_running(MlflowClient(server.url))
+
+
 # -- bad values -----------------------------------------------------------------------------------
 
 

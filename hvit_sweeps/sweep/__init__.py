@@ -179,11 +179,15 @@ def _describe_parent(sweep: Sweep, parent: str) -> None:
 
 
 def close_study_run(sweep: Sweep, connected: Connected, status: str) -> None:
-    """End the parent run after a stop or a crash, so it is never left RUNNING; `run --resume` reopens it."""
-    if trial_counts(connected.study)["running"] == 0:
+    """End the parent run after a stop or a crash, so it is never left RUNNING; `run --resume` reopens it.
+
+    A server that does not answer now is not waited for (MLflow would retry for
+    minutes after the user asked to stop): `run --resume` closes the run later.
+    """
+    if trial_counts(connected.study)["running"] == 0 and sweep.tracker.reachable():
         try:
             sweep.tracker.end_run(connected.parent_run_id, status)
-        except Exception:  # noqa: BLE001 - a tracking server that is down: `run --resume` reopens and closes it
+        except Exception:  # noqa: BLE001 - the server went away since: `run --resume` reopens and closes the run
             pass
 
 
