@@ -403,7 +403,9 @@ def _packing(
     if card is None:
         return devices, 1  # no CUDA here: one process, as before
     gpus = devices or [str(i) for i in range(torch.cuda.device_count())]
-    chosen = packing.choose_trials_per_gpu(packing.study_trial_bytes(sweep.spec, sweep.cli), card, gpus=len(gpus))
+    trials = packing.stored_trials(sweep.storage_url, sweep.root, sweep.study_name)
+    per_trial, basis = packing.per_trial_bytes(sweep.spec, sweep.cli, trials)  # measured peaks once there are some
+    chosen = packing.choose_trials_per_gpu(per_trial, card, gpus=len(gpus), basis=basis)
     console.print(chosen.reason)
     return gpus, chosen.k
 

@@ -30,6 +30,7 @@ from hvit_sweeps.config import (
     has_field,
     max_stages,
 )
+from hvit_sweeps.cost import cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import best_metric, model_metric
 
@@ -48,11 +49,15 @@ __all__ = [
 # for pruning) and static model-size figures (for Pareto trade-offs).
 EPOCH_METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss")
 MODEL_METRICS = ("params_m", "flops_m")
+# Measured per trial (hvit_sweeps.cost); an objective of these trades accuracy for real cost.
+COST_OBJECTIVES = ("latency_ms", "device_seconds", "peak_memory_mb", "wall_seconds", "train_images_per_second")
 _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
 
 
 def tracked_metric(metric: str) -> str:
     """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
+    if metric in COST_OBJECTIVES:
+        return cost_metric(metric)
     return model_metric(metric) if metric in MODEL_METRICS else best_metric(metric)
 
 
@@ -194,8 +199,9 @@ class Objective(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
-        if self.metric not in EPOCH_METRICS + MODEL_METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(EPOCH_METRICS + MODEL_METRICS)}")
+        known = EPOCH_METRICS + MODEL_METRICS + COST_OBJECTIVES
+        if self.metric not in known:
+            raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(known)}")
         return self
 
 
