@@ -314,15 +314,21 @@ def run(
     resume: Annotated[
         bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")
     ] = False,
+    budget: Annotated[
+        str | None,
+        Opt(help="Stop starting trials after this much wall time (2h, 90m) or device time (10gpu-h), all workers."),
+    ] = None,
     opts: SweepOptions,
     config_layer: dict[str, Any],
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
+    from hvit_sweeps.budget import budget_line, parse_budget, settle_budget
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.data import load_dataset
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.sweep import close_study_run, connect, finalize, worker_plan
 
+    limit = parse_budget(budget) if budget is not None else None  # checked before anything is created
     sweep = opts.sweep(config_layer)
     gpus, per_gpu = _packing(sweep, devices.split(",") if devices else None, trials_per_gpu, workers=workers)
     plans = worker_plan(workers=workers, devices=gpus, trials_per_gpu=per_gpu)
@@ -332,7 +338,10 @@ def run(
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
     slot = _run_slot(sweep)  # held until this command ends
     connected = connect(sweep, add_trials=add, workers=len(plans), worker_index=slot[0])
+    settle_budget(connected.study, limit)
     console.print(_sweep_banner(sweep, connected, len(plans)))
+    if limit is not None:
+        console.print(f"budget: {limit.describe()}, from now, across every worker of the study")
     names = [o.metric for o in sweep.spec.objectives]
     try:
         with (
@@ -350,6 +359,8 @@ def run(
         raise
     finalize(sweep, connected)
     console.print(sweep_summary(connected.study, metric_names=names))
+    if (line := budget_line(connected.study)) is not None:
+        console.print(line)
     console.print(_tracking_hint(sweep, connected), soft_wrap=True)  # links must not be folded
 
 
@@ -586,6 +597,7 @@ study_ref = option_group("ref", _LOCATION, StudyRef)
 @study_ref
 def show(*, ref: StudyRef) -> None:
     """List a study's trials: state, value, params, epochs and duration, and each trial's MLflow run."""
+    from hvit_sweeps.budget import budget_line
     from hvit_sweeps.console import console, sweep_summary, trials_table
 
     loaded = ref.load()
@@ -593,6 +605,8 @@ def show(*, ref: StudyRef) -> None:
     trials = loaded.get_trials(deepcopy=False)
     console.print(trials_table(trials, title=f"study {loaded.study_name}", metric_names=names))
     console.print(sweep_summary(loaded, metric_names=names))
+    if (line := budget_line(loaded)) is not None:
+        console.print(line)
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
     for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
         console.print(line, soft_wrap=True)  # a link must not be folded
