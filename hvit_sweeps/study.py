@@ -258,8 +258,17 @@ class StudySpec(_Strict):
                 raise ValueError(f"space.{path}: set by [stages]; remove one of the two")
         if "epochs" in self.fixed or "epochs" in self.space:
             raise ValueError("epochs: use max_epochs at the top of the file")
-        if self.multi_objective and self.pruner.type != "none":
-            raise ValueError('pruning needs a single objective: set [pruner] type = "none" for a Pareto study')
+        # A Pareto study prunes on its first objective by hvit_sweeps.sweep.prune's median/percentile rule.
+        if self.multi_objective and self.pruner.type not in ("none", "median", "percentile"):
+            raise ValueError(
+                f"pruner {self.pruner.type}: a study of several objectives prunes with median or percentile "
+                '(on its first objective), or set [pruner] type = "none"'
+            )
+        if self.multi_objective and self.pruner.type != "none" and self.objectives[0].metric not in EPOCH_METRICS:
+            raise ValueError(
+                f"pruning a study of several objectives needs a per-epoch first objective ({', '.join(EPOCH_METRICS)}), "
+                f'not {self.objectives[0].metric}: put it first, or set [pruner] type = "none"'
+            )
         if self.sampler.type == "grid" and self.grid_space() is None:
             raise ValueError("sampler grid: every parameter needs a finite set (categorical, int, or float with step)")
         if self.pruner.type == "threshold" and self.pruner.lower is None and self.pruner.upper is None:

@@ -53,6 +53,7 @@ from hvit_sweeps.keys import (
     model_metric,
 )
 from hvit_sweeps.study import EPOCH_METRICS, StudySpec
+from hvit_sweeps.sweep.prune import prune_first_objective
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
 from hvit_sweeps.sweep.storage import trial_id
 from hvit_sweeps.tracking import Tracker
@@ -80,13 +81,20 @@ class TrialReporter(Callback):
         self.trial.set_user_attr(ATTR_EPOCH, report.epoch)
         self.trial.set_user_attr(ATTR_HEARTBEAT, time.time())
         metric = self.spec.objectives[0].metric
-        if self.spec.multi_objective or metric not in EPOCH_METRICS:
-            return None  # Optuna prunes single-objective studies only
-        self.trial.report(report.metrics[metric], report.epoch)
-        if self.trial.should_prune():
-            self.pruned_at = report.epoch
-            return f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
-        return None
+        if metric not in EPOCH_METRICS:
+            return None  # a size or cost objective has no per-epoch value to prune on
+        if self.spec.multi_objective:  # Optuna refuses trial.report here: our own rule on the first objective
+            maximize = self.spec.directions[0] == "maximize"
+            reason = prune_first_objective(
+                self.trial, self.spec.pruner, epoch=report.epoch, value=report.metrics[metric], maximize=maximize
+            )
+        else:
+            self.trial.report(report.metrics[metric], report.epoch)
+            reason = None
+            if self.trial.should_prune():
+                reason = f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
+        self.pruned_at = report.epoch if reason else None
+        return reason
 
 
 @dataclass
