@@ -598,6 +598,7 @@ study_ref = option_group("ref", _LOCATION, StudyRef)
 def show(*, ref: StudyRef) -> None:
     """List a study's trials: state, value, params, epochs and duration, and each trial's MLflow run."""
     from hvit_sweeps.budget import budget_line
+    from hvit_sweeps.confirm import confirmation_table, stored_confirmation
     from hvit_sweeps.console import console, sweep_summary, trials_table
 
     loaded = ref.load()
@@ -607,6 +608,8 @@ def show(*, ref: StudyRef) -> None:
     console.print(sweep_summary(loaded, metric_names=names))
     if (line := budget_line(loaded)) is not None:
         console.print(line)
+    if (confirmed := stored_confirmation(loaded)) is not None:
+        console.print(confirmation_table(confirmed))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
     for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
         console.print(line, soft_wrap=True)  # a link must not be folded
@@ -629,13 +632,24 @@ def best(
     registry_name: Annotated[str | None, Opt(help="--retrain: registered model name (default: hvit-<study>).")] = None,
     alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
     seed: Annotated[int | None, Opt(min=0, help="--retrain: the final run's seed (default: the trial's + 1).")] = None,
+    confirm: Annotated[
+        bool, Opt(help="Train the --top K trials again with --seeds N new seeds each, on val, and rank them.")
+    ] = False,
+    seeds: Annotated[int, Opt(min=2, help="--confirm: new seeds per trial.")] = 3,
     set_: SetOpt = None,
     ref: StudyRef,
 ) -> None:
     """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
+    from hvit_sweeps.confirm import confirmation_table, stored_confirmation
     from hvit_sweeps.console import best_trials, console, trials_table
 
     loaded = ref.load()
+    if confirm:
+        _confirm(loaded, ref.tracker(), top=top, seeds=seeds, overrides=parse_sets(set_))
+        return
+    confirmed = stored_confirmation(loaded)
+    if confirmed is not None:
+        console.print(f"taking trial {confirmed.winner}, the seed-confirmed winner: {confirmed.statement}")
     if retrain:
         _retrain(
             loaded,
@@ -645,9 +659,14 @@ def best(
             alias=alias,
             seed=seed,
             overrides=parse_sets(set_),
+            trial_number=confirmed.winner if confirmed else None,
         )
         return
     chosen = best_trials(loaded, top=top)
+    if confirmed is not None:
+        console.print(confirmation_table(confirmed))
+        if export is not None:  # the export takes the confirmed winner, not the search's luckiest draw
+            chosen = [t for t in loaded.get_trials(deepcopy=False) if t.number == confirmed.winner]
     if not chosen:
         raise HvitError(f"study {loaded.study_name!r} has no complete trial yet: run more trials first")
     names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
@@ -675,13 +694,14 @@ def _retrain(
     alias: str,
     seed: int | None,
     overrides: dict[str, Any],
+    trial_number: int | None = None,
 ) -> None:
     from hvit_sweeps.console import TrainProgress, console
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.keys import ATTR_EPOCHS
     from hvit_sweeps.retrain import best_complete_trial, retrain_best
 
-    source = best_complete_trial(loaded)  # no complete trial: one line, exit 2
+    source = best_complete_trial(loaded, number=trial_number)  # no complete trial: one line, exit 2
     epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
     with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
         result = retrain_best(
@@ -693,6 +713,7 @@ def _retrain(
             alias=alias,
             overrides=overrides,
             callbacks=[progress],
+            trial_number=trial_number,
         )
     console.print(
         f"final model of trial {result.source_trial}: test top-1 {100 * result.test_acc1:.2f}% "
@@ -702,6 +723,33 @@ def _retrain(
         console.print(f"registered {result.registered.uri} (version {result.registered.version})")
     if result.exported:
         console.print(f"exported {result.exported}")
+
+
+def _confirm(loaded: optuna.Study, tracker: Tracker, *, top: int, seeds: int, overrides: dict[str, Any]) -> None:
+    """`best --confirm`: replicates of the top trials, one after another, then the ranking and its statement."""
+    from rich.progress import Progress
+
+    from hvit_sweeps.confirm import confirm_top, confirmation_table
+    from hvit_sweeps.console import console
+    from hvit_sweeps.interrupt import graceful_interrupts
+
+    with graceful_interrupts(console.print), Progress(console=console) as bar:
+        task = bar.add_task("replicates", total=top * seeds)
+
+        started: list[int] = []
+
+        def progress(trial: int, seed: int) -> list[Any]:
+            bar.update(task, completed=len(started))  # the replicates before this one are done
+            started.append(trial)
+            bar.console.print(f"replicate {len(started)} of {top * seeds}: trial {trial}, seed {seed}")
+            return []
+
+        confirmation = confirm_top(
+            loaded, tracker=tracker, top=top, seeds=seeds, overrides=overrides, progress=progress
+        )
+        bar.update(task, completed=top * seeds)
+    console.print(confirmation_table(confirmation))
+    console.print(confirmation.statement)
 
 
 @app.command()

@@ -32,6 +32,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
+from hvit_sweeps.confirm import ATTR_CONFIRMATION, confirmation_rows, stored_confirmation
 from hvit_sweeps.cost import LATENCY_BATCH, cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
@@ -62,6 +63,7 @@ SECTIONS = {
     "best-trials": "Best trials",
     "optuna-plots": "Optuna plots",
     "accuracy-cost": "Accuracy against cost",
+    "seed-confirmation": "Seed confirmation (best --confirm)",
     "best-trial-visuals": "Best trial's visuals",
 }
 _VISUAL_ORDER = ("training_curves", "confusion_matrix", "per_class_accuracy", "misclassified", "train_batch")
@@ -120,6 +122,7 @@ def build_report(
         "best-trials": _best_section(facts),
         "optuna-plots": _plots_section(facts, _use_plotly(interactive)),
         "accuracy-cost": _cost_section(facts),
+        **({"seed-confirmation": _confirmation_section(facts)} if ATTR_CONFIRMATION in study.user_attrs else {}),
         "best-trial-visuals": _visuals_section(facts),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,6 +344,23 @@ def _cost_figure(points: list[tuple[Any, ...]], best: set[int]) -> Any:
         fig.suptitle("accuracy against model size, compute and measured cost, complete trials")
         fig.tight_layout()
     return fig
+
+
+def _confirmation_section(facts: _Facts) -> str:
+    """`best --confirm`'s ranking: each confirmed trial's replicate values, mean and 95% interval."""
+    confirmation = stored_confirmation(facts.study)
+    if confirmation is None:
+        return ""
+    head, rows = confirmation_rows(confirmation)
+    return (
+        f"<p><b>{_e(confirmation.statement)}</b></p>"
+        + _table(head, rows)
+        + (
+            "<p class='note'>Each trial's config trained again with new training seeds on the study's own "
+            "train/val split and epoch budget (MLflow runs with role replicate); 95% t-intervals; test never "
+            "evaluated. `best --retrain` and `best --export` take the winner.</p>"
+        )
+    )
 
 
 def _visuals_section(facts: _Facts) -> str:
