@@ -5,7 +5,7 @@ One config, one fixed train/val split (split seed 0), trained with N training se
 trial. Prints and saves each seed's best val top-1, their mean, standard deviation
 and range: the noise any two configs of a study must beat to be told apart.
 
-    python benchmarks/seed_spread.py --seeds 5 --epochs 3 --max-train-samples 6000
+    python benchmarks/seed_spread.py --seeds 5 --epochs 5 --max-train-samples 10000
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from hvit_sweeps.train import train  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--max-train-samples", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--max-train-samples", type=int, default=10000)
     parser.add_argument("--max-eval-samples", type=int, default=2000)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -47,6 +47,7 @@ def main() -> None:
         "model.depths": [1, 1],
         "model.num_heads": [2, 4],
         "epochs": args.epochs,
+        "optim.warmup_epochs": 1,  # the default warm-up would take most of a short run
         "seed": 0,
     }
     base = build_config(layer)
