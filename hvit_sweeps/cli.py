@@ -648,8 +648,9 @@ def best(
         _confirm(loaded, ref.tracker(), top=top, seeds=seeds, overrides=parse_sets(set_))
         return
     confirmed = stored_confirmation(loaded)
-    if confirmed is not None:
+    if confirmed is not None and (retrain or export is not None):
         console.print(f"taking trial {confirmed.winner}, the seed-confirmed winner: {confirmed.statement}")
+        _warn_if_unconfirmed(loaded, confirmed)
     if retrain:
         _retrain(
             loaded,
@@ -723,6 +724,18 @@ def _retrain(
         console.print(f"registered {result.registered.uri} (version {result.registered.version})")
     if result.exported:
         console.print(f"exported {result.exported}")
+
+
+def _warn_if_unconfirmed(loaded: optuna.Study, confirmed: Any) -> None:
+    """A trial that beat the confirmed ones after the confirmation is not silently passed over."""
+    from hvit_sweeps.console import best_trials, console
+
+    leader = best_trials(loaded, top=1)
+    if leader and leader[0].number not in {r.trial for r in confirmed.ranked}:
+        console.print(
+            f"[yellow]note:[/yellow] trial {leader[0].number}, now the best by its single run, was not in the "
+            "confirmation: run `best --confirm` again to include it"
+        )
 
 
 def _confirm(loaded: optuna.Study, tracker: Tracker, *, top: int, seeds: int, overrides: dict[str, Any]) -> None:
