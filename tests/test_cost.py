@@ -13,8 +13,9 @@ from optuna.trial import TrialState
 
 from hvit_sweeps import packing
 from hvit_sweeps.config import build_config
-from hvit_sweeps.cost import COST_METRICS, CostMeter, cost_metric, format_cost
+from hvit_sweeps.cost import COST_METRICS, VIEW_COST_METRICS, CostMeter, cost_metric, format_cost
 from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, ATTR_RUN_ID, TAG_COST_BASIS
+from hvit_sweeps.mlflow_view import read_study_view, view_key
 from hvit_sweeps.packing import CardMemory, choose_trials_per_gpu, study_trial_bytes
 from hvit_sweeps.study import load_study, tracked_metric
 from hvit_sweeps.train import train
@@ -120,5 +121,13 @@ def test_every_trial_run_logs_its_cost_pruned_ones_included(workdir: Path) -> No
         assert run.data.tags[TAG_COST_BASIS] == "process CPU time (user + system, all threads)"
         assert trial.user_attrs[ATTR_COST]["latency_ms"] == run.data.metrics[cost_metric("latency_ms")]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
+    # The saved view: cost columns, and the objective charted against device-seconds.
+    experiment = client.get_experiment_by_name("costed2").experiment_id
+    state = read_study_view(client, experiment, view_key("costed2"))
+    assert state is not None
+    assert {f"metrics.`{m}`" for m in VIEW_COST_METRICS} <= set(state["selectedColumns"])
+    scatter = state["compareRunCharts"][-1]
+    assert scatter["type"] == "SCATTER" and scatter["xaxis"]["key"] == "cost/device_seconds"
+    assert scatter["yaxis"]["key"] == "best/val_acc1"
     shown = ok(hvit("show", "--study", "costed2", cwd=workdir)).stdout
     assert "cost" in shown and "dev-s" in shown
