@@ -131,3 +131,28 @@ def test_every_trial_run_logs_its_cost_pruned_ones_included(workdir: Path) -> No
     assert scatter["yaxis"]["key"] == "best/val_acc1"
     shown = ok(hvit("show", "--study", "costed2", cwd=workdir)).stdout
     assert "cost" in shown and "dev-s" in shown
+
+
+def test_run_reason_line_says_it_packed_by_measured_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --trials-per-gpu auto` on a (faked) CUDA host, for a study whose trials measured their peaks.
+    import torch
+
+    from hvit_sweeps.cli import _packing
+    from hvit_sweeps.sweep import Sweep
+
+    spec, path = load_study("smoke")
+    sweep = Sweep(
+        spec=spec, spec_path=path, study_name="smoke", storage_url=None, tracking_uri="sqlite://", root=tmp_path
+    )
+    monkeypatch.setattr(packing, "probe_card", lambda devices: CardMemory("fake 80 GB", 80 * GIB, 79 * GIB))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(packing.os, "cpu_count", lambda: 16)
+    _packing(sweep, None, "auto", workers=None)
+    assert "estimated for the largest model of the study" in " ".join(capsys.readouterr().out.split())
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "optuna.journal")))
+    study = optuna.create_study(study_name="smoke", storage=storage, direction="maximize")
+    study.add_trial(_trial(SMALL, device="cuda", peak_mb=40_000))  # a measured 40 GB trial: 1 per card
+    assert _packing(sweep, None, "auto", workers=None) == (["0"], 1)
+    assert "from the peak memory measured by 1 trial(s)" in " ".join(capsys.readouterr().out.split())
