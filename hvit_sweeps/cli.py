@@ -742,10 +742,11 @@ def _confirm(loaded: optuna.Study, tracker: Tracker, *, top: int, seeds: int, ov
     """`best --confirm`: replicates of the top trials, one after another, then the ranking and its statement."""
     from rich.progress import Progress
 
-    from hvit_sweeps.confirm import confirm_top, confirmation_table
+    from hvit_sweeps.confirm import candidates, confirm_top, confirmation_table
     from hvit_sweeps.console import console
     from hvit_sweeps.interrupt import graceful_interrupts
 
+    candidates(loaded, top=top, seeds=seeds)  # a refusal is one line, before any progress or training
     with graceful_interrupts(console.print), Progress(console=console) as bar:
         task = bar.add_task("replicates", total=top * seeds)
 

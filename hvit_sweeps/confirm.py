@@ -54,6 +54,7 @@ from hvit_sweeps.sweep.state import best_trials
 __all__ = [
     "ATTR_CONFIRMATION",
     "ROLE_REPLICATE",
+    "candidates",
     "Confirmation",
     "Ranked",
     "compare",
@@ -203,16 +204,8 @@ def confirm_top(
         overrides: Config paths for this machine (``runtime.device``, ``data.data_dir``).
         progress: Called with (trial number, seed) before each replicate; returns its extra callbacks.
     """
-    if len(study.directions) > 1:
-        raise HvitError("--confirm ranks one objective: it needs a single-objective study")
-    if top < 2 or seeds < 2:
-        raise HvitError("--confirm needs --top 2 or more and --seeds 2 or more (an interval needs 2 values)")
-    chosen = best_trials(study, top=top)
-    if len(chosen) < 2:
-        raise HvitError(f"study {study.study_name!r} has {len(chosen)} complete trial(s): --confirm needs 2")
-    parent, experiment = study.user_attrs.get(ATTR_PARENT), study.user_attrs.get(ATTR_EXPERIMENT)
-    if not parent or not experiment or any(not t.user_attrs.get(ATTR_RUN_ID) for t in chosen):
-        raise HvitError(f"study {study.study_name!r} has no MLflow runs recorded: it was not run by hvit-sweep")
+    chosen = candidates(study, top=top, seeds=seeds)
+    parent, experiment = study.user_attrs[ATTR_PARENT], study.user_attrs[ATTR_EXPERIMENT]
     metric = (study.metric_names or ["val_acc1"])[0]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     values: dict[int, list[float]] = {}
@@ -285,6 +278,21 @@ def confirmation_table(confirmation: Confirmation) -> Any:
     for row in rows:
         table.add_row(*row)
     return table
+
+
+def candidates(study: optuna.Study, *, top: int, seeds: int) -> list[FrozenTrial]:
+    """The trials ``confirm_top`` would replicate; a study or request it cannot confirm is one HvitError."""
+    if len(study.directions) > 1:
+        raise HvitError("--confirm ranks one objective: it needs a single-objective study")
+    if top < 2 or seeds < 2:
+        raise HvitError("--confirm needs --top 2 or more and --seeds 2 or more (an interval needs 2 values)")
+    chosen = best_trials(study, top=top)
+    if len(chosen) < 2:
+        raise HvitError(f"study {study.study_name!r} has {len(chosen)} complete trial(s): --confirm needs 2")
+    parent, experiment = study.user_attrs.get(ATTR_PARENT), study.user_attrs.get(ATTR_EXPERIMENT)
+    if not parent or not experiment or any(not t.user_attrs.get(ATTR_RUN_ID) for t in chosen):
+        raise HvitError(f"study {study.study_name!r} has no MLflow runs recorded: it was not run by hvit-sweep")
+    return chosen
 
 
 def _trial_config(tracker: Any, trial: FrozenTrial, folder: Path, overrides: dict[str, Any]) -> Any:

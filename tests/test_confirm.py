@@ -8,12 +8,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import hvit, ok
+from conftest import assert_one_line_error, hvit, ok
 from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend
 from scipy import stats  # an MLflow dependency: an independent check of our t-table and Welch interval
 
-from hvit_sweeps.confirm import ATTR_CONFIRMATION, ROLE_REPLICATE, Ranked, compare, rank, t_975
+from hvit_sweeps.confirm import ATTR_CONFIRMATION, ROLE_REPLICATE, Ranked, candidates, compare, rank, t_975
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_PARENT, TAG_ROLE, TAG_SOURCE_TRIAL
 from hvit_sweeps.sweep.state import best_trials
@@ -59,6 +59,9 @@ def test_confirm_top_two_of_a_smoke_study(workdir: Path) -> None:
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
     study = optuna.load_study(study_name="smoke", storage=storage)
     top2 = [t.number for t in best_trials(study, top=2)]
+    refused = hvit("best", "--study", "smoke", "--confirm", cwd=workdir)  # --top defaults to 1
+    assert_one_line_error(refused, "--confirm needs --top 2 or more")
+    assert "replicates" not in refused.stdout  # refused before any progress
     out = ok(hvit("best", "--study", "smoke", "--confirm", "--top", "2", "--seeds", "2", cwd=workdir)).stdout
     record = optuna.load_study(study_name="smoke", storage=storage).user_attrs[ATTR_CONFIRMATION]
     assert sorted(map(int, record["trials"])) == sorted(top2) and record["seeds"] == [100, 101]
@@ -112,3 +115,16 @@ def test_a_trial_better_than_the_confirmed_ones_is_pointed_out(capsys: pytest.Ca
     assert "trial 2, now the best by its single run, was not in the confirmation" in " ".join(
         capsys.readouterr().out.split()
     )
+
+
+def test_studies_that_cannot_be_confirmed_are_refused() -> None:
+    pareto = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.raises(HvitError, match="single-objective"):
+        candidates(pareto, top=2, seeds=2)
+    one = optuna.create_study(direction="maximize")
+    one.add_trial(optuna.trial.create_trial(value=0.5))
+    with pytest.raises(HvitError, match="1 complete trial"):
+        candidates(one, top=3, seeds=2)
+    one.add_trial(optuna.trial.create_trial(value=0.6))
+    with pytest.raises(HvitError, match="no MLflow runs"):
+        candidates(one, top=3, seeds=2)
