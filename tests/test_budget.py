@@ -86,7 +86,7 @@ def test_device_budget_sums_measured_cost_of_trials_since_it_was_set() -> None:
 @pytest.mark.slow
 def test_budgeted_run_stops_within_one_trial_of_its_budget(workdir: Path) -> None:
     # Trials of about 1-2 s under a 6 s wall budget and a target far out of reach.
-    (workdir / "b.toml").write_text(tiny_study("budgeted", trials=200, max_epochs=2))
+    (workdir / "b.toml").write_text(tiny_study("budgeted", trials=200, max_epochs=2, extra="visuals = false"))
     out = ok(hvit("run", "--study", "b.toml", "--budget", "6s", cwd=workdir)).stdout
     assert "budget: 6s (wall time), from now" in out
     storage = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
@@ -105,3 +105,17 @@ def test_budgeted_run_stops_within_one_trial_of_its_budget(workdir: Path) -> Non
     # --resume keeps the used budget: nothing more runs.
     ok(hvit("run", "--study", "b.toml", "--resume", cwd=workdir))
     assert len(optuna.load_study(study_name="budgeted", storage=storage).trials) == len(study.trials)
+
+
+@pytest.mark.slow
+def test_device_budget_counts_the_trials_measured_device_seconds(workdir: Path) -> None:
+    # 3 device-seconds (CPU time here) of trials that each take well under that.
+    (workdir / "d.toml").write_text(tiny_study("device-budgeted", trials=200, max_epochs=1, extra="visuals = false"))
+    ok(hvit("run", "--study", "d.toml", "--budget", "0.05gpu-m", cwd=workdir))
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(workdir / "mlruns" / "optuna.journal")))
+    study = optuna.load_study(study_name="device-budgeted", storage=storage)
+    costs = [t.user_attrs[ATTR_COST]["device_seconds"] for t in study.trials if t.state == TrialState.COMPLETE]
+    stopped = study.user_attrs[ATTR_STOPPED]
+    assert stopped["trials"] == len(study.trials) == len(costs) < 200
+    assert stopped["used_seconds"] == pytest.approx(sum(costs))
+    assert sum(costs[:-1]) < 3 <= sum(costs)  # the last trial is the one that used the budget up
