@@ -4,7 +4,7 @@
 at its end, so every run (a pruned trial's included) gets the same figures:
 
 * ``wall_seconds``: from the start of ``train`` to its end, the latency probe excluded;
-* ``device_seconds``: on CUDA, wall seconds times the one device a run uses; on a CPU,
+* ``device_seconds``: on CUDA (and MPS), wall seconds times the one device a run uses; on a CPU,
   the process's CPU time (user + system, all threads) over the same span, which is
   what the run took from the machine. :data:`DEVICE_BASIS` names which, per device;
 * ``peak_memory_mb``: CUDA: ``torch.cuda.max_memory_allocated`` (tensors only, not
@@ -12,7 +12,7 @@ at its end, so every run (a pruned trial's included) gets the same figures:
   of the run where Linux allows it (``/proc/self/clear_refs``), else the process's
   lifetime peak from ``getrusage``;
 * ``train_images_per_second``: the mean of the epochs' training throughput;
-* ``latency_ms``: eval-mode forward time of one batch of :data:`LATENCY_BATCH`
+* ``latency_ms``: eval-mode forward time (eager, at the run's precision) of one batch of :data:`LATENCY_BATCH`
   validation images, the median of :data:`LATENCY_ITERS` timed calls after a warm-up.
 
 Torch is imported inside the measuring functions, so the names here serve the
@@ -64,6 +64,7 @@ COST_METRICS = (
 VIEW_COST_METRICS = tuple(f"cost/{name}" for name in ("device_seconds", "peak_memory_mb", "latency_ms"))
 DEVICE_BASIS = {
     "cuda": "wall seconds x 1 GPU",
+    "mps": "wall seconds x 1 GPU",
     "cpu": "process CPU time (user + system, all threads)",
 }
 _MB = 2**20
@@ -103,7 +104,7 @@ class CostMeter:
     def finish(self, history: Sequence[Mapping[str, float]]) -> dict[str, float]:
         """The run's figures but latency: call once, after training and before the latency probe."""
         wall = time.perf_counter() - self.started
-        device_seconds = wall if self.device_type == "cuda" else time.process_time() - self.cpu_started
+        device_seconds = time.process_time() - self.cpu_started if self.device_type == "cpu" else wall
         speeds = [h["images_per_second"] for h in history if "images_per_second" in h]
         return {
             "wall_seconds": wall,

@@ -224,7 +224,8 @@ def train(
 def _latency(run: _Run) -> dict[str, float]:
     """Inference latency of the run's result on a fixed batch of val images (after the run's clock stopped)."""
     images = next(iter(run.loaders.val))[0][:LATENCY_BATCH]
-    latency = measure_latency(run.compiled, images, autocast=run.precision.autocast, memory_format=run.memory_format)
+    # The eager model: a compiled one would recompile for this batch shape inside the probe.
+    latency = measure_latency(run.model, images, autocast=run.precision.autocast, memory_format=run.memory_format)
     return {"latency_ms": latency, "latency_batch": float(len(images))}
 
 
