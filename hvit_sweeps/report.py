@@ -32,7 +32,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
-from hvit_sweeps.confirm import ATTR_CONFIRMATION, confirmation_rows, stored_confirmation
+from hvit_sweeps.confirm import confirmation_rows, stored_confirmation
 from hvit_sweeps.cost import LATENCY_BATCH, cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
@@ -122,7 +122,7 @@ def build_report(
         "best-trials": _best_section(facts),
         "optuna-plots": _plots_section(facts, _use_plotly(interactive)),
         "accuracy-cost": _cost_section(facts),
-        **({"seed-confirmation": _confirmation_section(facts)} if ATTR_CONFIRMATION in study.user_attrs else {}),
+        "seed-confirmation": _confirmation_section(facts),
         "best-trial-visuals": _visuals_section(facts),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -349,8 +349,15 @@ def _cost_figure(points: list[tuple[Any, ...]], best: set[int]) -> Any:
 def _confirmation_section(facts: _Facts) -> str:
     """`best --confirm`'s ranking: each confirmed trial's replicate values, mean and 95% interval."""
     confirmation = stored_confirmation(facts.study)
+    if confirmation is None and len(facts.study.directions) > 1:
+        return "<p>Seed confirmation ranks one objective; this study has several.</p>"
     if confirmation is None:
-        return ""
+        name = facts.study.study_name
+        return (
+            "<p>No seed confirmation yet. <code>hvit-sweep best --study "
+            f"{_e(name)} --confirm --top 3 --seeds 3</code> trains the top trials again with new seeds "
+            "and says whether the best one really beats the runner-up.</p>"
+        )
     head, rows = confirmation_rows(confirmation)
     return (
         f"<p><b>{_e(confirmation.statement)}</b></p>"
