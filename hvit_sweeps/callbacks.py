@@ -73,3 +73,5 @@ class TrainResult:
     dataset_fingerprint: str
     dataset_sizes: dict[str, int]
     notes: list[str] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)  # measured: see hvit_sweeps.cost
+    cost_device: str = ""  # the device type the cost was measured on: cuda, cpu, mps

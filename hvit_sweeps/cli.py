@@ -325,15 +325,21 @@ def run(
     resume: Annotated[
         bool, Opt(help="Add no trials: fail dead workers' trials, retry them, and finish the target.")
     ] = False,
+    budget: Annotated[
+        str | None,
+        Opt(help="Stop starting trials after this much wall time (2h, 90m) or device time (10gpu-h), all workers."),
+    ] = None,
     opts: SweepOptions,
     config_layer: dict[str, Any],
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
+    from hvit_sweeps.budget import budget_line, parse_budget, settle_budget
     from hvit_sweeps.console import SweepDashboard, console, sweep_summary
     from hvit_sweeps.data import load_dataset
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.sweep import close_study_run, connect, finalize, worker_plan
 
+    limit = parse_budget(budget) if budget is not None else None  # checked before anything is created
     sweep = opts.sweep(config_layer)
     gpus, per_gpu = _packing(sweep, devices.split(",") if devices else None, trials_per_gpu, workers=workers)
     plans = worker_plan(workers=workers, devices=gpus, trials_per_gpu=per_gpu)
@@ -342,7 +348,10 @@ def run(
     splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
     connected = connect(sweep, add_trials=add, workers=len(plans))
+    settle_budget(connected.study, limit)
     console.print(_sweep_banner(sweep, connected, len(plans)))
+    if limit is not None:
+        console.print(f"budget: {limit.describe()}, from now, across every worker of the study")
     names = [o.metric for o in sweep.spec.objectives]
     try:
         with (
@@ -366,6 +375,8 @@ def run(
         raise
     finalize(sweep, connected)
     console.print(sweep_summary(connected.study, metric_names=names))
+    if (line := budget_line(connected.study)) is not None:
+        console.print(line)
     console.print(_tracking_hint(sweep, connected), soft_wrap=True)  # links must not be folded
 
 
@@ -429,7 +440,9 @@ def _packing(
     if card is None:
         return devices, 1  # no CUDA here: one process, as before
     gpus = devices or [str(i) for i in range(torch.cuda.device_count())]
-    chosen = packing.choose_trials_per_gpu(packing.study_trial_bytes(sweep.spec, sweep.cli), card, gpus=len(gpus))
+    trials = packing.stored_trials(sweep.storage_url, sweep.root, sweep.study_name)
+    per_trial, basis = packing.per_trial_bytes(sweep.spec, sweep.cli, trials)  # measured peaks once there are some
+    chosen = packing.choose_trials_per_gpu(per_trial, card, gpus=len(gpus), basis=basis)
     console.print(chosen.reason)
     return gpus, chosen.k
 
@@ -604,6 +617,8 @@ study_ref = option_group("ref", _LOCATION, StudyRef)
 @study_ref
 def show(*, ref: StudyRef) -> None:
     """List a study's trials: state, value, params, epochs and duration, and each trial's MLflow run."""
+    from hvit_sweeps.budget import budget_line
+    from hvit_sweeps.confirm import confirmation_table, stored_confirmation
     from hvit_sweeps.console import console, sweep_summary, trials_table
 
     loaded = ref.load()
@@ -611,6 +626,10 @@ def show(*, ref: StudyRef) -> None:
     trials = loaded.get_trials(deepcopy=False)
     console.print(trials_table(trials, title=f"study {loaded.study_name}", metric_names=names))
     console.print(sweep_summary(loaded, metric_names=names))
+    if (line := budget_line(loaded)) is not None:
+        console.print(line)
+    if (confirmed := stored_confirmation(loaded)) is not None:
+        console.print(confirmation_table(confirmed))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
     for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
         console.print(line, soft_wrap=True)  # a link must not be folded
@@ -634,10 +653,15 @@ def best(
     alias: Annotated[str, Opt(help="--retrain: the alias moved to the new version.")] = "champion",
     seed: Annotated[int | None, Opt(min=0, help="--retrain: the final run's seed (default: the trial's + 1).")] = None,
     force: Annotated[bool, Opt(help="--export: replace the contents of a folder that is not empty.")] = False,
+    confirm: Annotated[
+        bool, Opt(help="Train the --top K trials again with --seeds N new seeds each, on val, and rank them.")
+    ] = False,
+    seeds: Annotated[int, Opt(min=2, help="--confirm: new seeds per trial.")] = 3,
     set_: SetOpt = None,
     ref: StudyRef,
 ) -> None:
     """Show the best trial (or the Pareto set); export it, or retrain it as the study's final model."""
+    from hvit_sweeps.confirm import confirmation_table, stored_confirmation
     from hvit_sweeps.console import best_trials, console, trials_table
 
     if export is not None:
@@ -645,6 +669,13 @@ def best(
 
         check_export_dest(export, force=force)  # before the study is read or anything is trained
     loaded = ref.load()
+    if confirm:
+        _confirm(loaded, ref.tracker(), top=top, seeds=seeds, overrides=parse_sets(set_))
+        return
+    confirmed = stored_confirmation(loaded)
+    if confirmed is not None and (retrain or export is not None):
+        console.print(f"taking trial {confirmed.winner}, the seed-confirmed winner: {confirmed.statement}")
+        _warn_if_unconfirmed(loaded, confirmed)
     if retrain:
         _retrain(
             loaded,
@@ -655,9 +686,14 @@ def best(
             alias=alias,
             seed=seed,
             overrides=parse_sets(set_),
+            trial_number=confirmed.winner if confirmed else None,
         )
         return
     chosen = best_trials(loaded, top=top)
+    if confirmed is not None:
+        console.print(confirmation_table(confirmed))
+        if export is not None:  # the export takes the confirmed winner, not the search's luckiest draw
+            chosen = [t for t in loaded.get_trials(deepcopy=False) if t.number == confirmed.winner]
     if not chosen:
         raise HvitError(f"study {loaded.study_name!r} has no complete trial yet: run more trials first")
     names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
@@ -686,13 +722,14 @@ def _retrain(
     alias: str,
     seed: int | None,
     overrides: dict[str, Any],
+    trial_number: int | None = None,
 ) -> None:
     from hvit_sweeps.console import TrainProgress, console
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.keys import ATTR_EPOCHS
     from hvit_sweeps.retrain import best_complete_trial, retrain_best
 
-    source = best_complete_trial(loaded)  # no complete trial: one line, exit 2
+    source = best_complete_trial(loaded, number=trial_number)  # no complete trial: one line, exit 2
     epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
     with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
         result = retrain_best(
@@ -705,6 +742,7 @@ def _retrain(
             overrides=overrides,
             callbacks=[progress],
             force=force,
+            trial_number=trial_number,
         )
     console.print(
         f"final model of trial {result.source_trial}: test top-1 {100 * result.test_acc1:.2f}% "
@@ -714,6 +752,46 @@ def _retrain(
         console.print(f"registered {result.registered.uri} (version {result.registered.version})")
     if result.exported:
         console.print(f"exported {result.exported}")
+
+
+def _warn_if_unconfirmed(loaded: optuna.Study, confirmed: Any) -> None:
+    """A trial that beat the confirmed ones after the confirmation is not silently passed over."""
+    from hvit_sweeps.console import best_trials, console
+
+    leader = best_trials(loaded, top=1)
+    if leader and leader[0].number not in {r.trial for r in confirmed.ranked}:
+        console.print(
+            f"[yellow]note:[/yellow] trial {leader[0].number}, now the best by its single run, was not in the "
+            "confirmation: run `best --confirm` again to include it"
+        )
+
+
+def _confirm(loaded: optuna.Study, tracker: Tracker, *, top: int, seeds: int, overrides: dict[str, Any]) -> None:
+    """`best --confirm`: replicates of the top trials, one after another, then the ranking and its statement."""
+    from rich.progress import Progress
+
+    from hvit_sweeps.confirm import candidates, confirm_top, confirmation_table
+    from hvit_sweeps.console import console
+    from hvit_sweeps.interrupt import graceful_interrupts
+
+    candidates(loaded, top=top, seeds=seeds)  # a refusal is one line, before any progress or training
+    with graceful_interrupts(console.print), Progress(console=console) as bar:
+        task = bar.add_task("replicates", total=top * seeds)
+
+        started: list[int] = []
+
+        def progress(trial: int, seed: int) -> list[Any]:
+            bar.update(task, completed=len(started))  # the replicates before this one are done
+            started.append(trial)
+            bar.console.print(f"replicate {len(started)} of {top * seeds}: trial {trial}, seed {seed}")
+            return []
+
+        confirmation = confirm_top(
+            loaded, tracker=tracker, top=top, seeds=seeds, overrides=overrides, progress=progress
+        )
+        bar.update(task, completed=top * seeds)
+    console.print(confirmation_table(confirmation))
+    console.print(confirmation.statement)
 
 
 @app.command()

@@ -27,8 +27,9 @@ from rich.table import Table
 from rich.text import Text
 
 from hvit_sweeps.callbacks import Callback, EpochReport, RunPlan, TrainResult
+from hvit_sweeps.cost import format_cost
 from hvit_sweeps.data.info import DatasetInfo
-from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
+from hvit_sweeps.keys import ATTR_COST, ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
 from hvit_sweeps.sweep.state import best_trials
 
 if TYPE_CHECKING:  # torch: `show`, `best` and `studies` print without importing it
@@ -247,7 +248,7 @@ def short_params(params: Mapping[str, Any]) -> str:
 def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: list[str]) -> Table:
     """One row per trial: number, state, value(s), params, epochs and duration."""
     table = Table(title=title, title_justify="left")
-    for column in ("#", "state", " / ".join(metric_names), "epochs", "duration", "params"):
+    for column in ("#", "state", " / ".join(metric_names), "epochs", "duration", "cost", "params"):
         table.add_column(column, justify="right" if column in ("#", "epochs", "duration") else "left")
     for trial in trials:
         state = trial.state.name
@@ -258,6 +259,7 @@ def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: lis
             trial_values(trial, metric_names),
             str(len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, "")),
             "" if duration is None else f"{duration:.1f}s",
+            format_cost(trial.user_attrs.get(ATTR_COST)),
             short_params(trial.params),
         )
     return table

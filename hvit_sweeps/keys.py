@@ -13,6 +13,8 @@ from __future__ import annotations
 __all__ = [
     "ATTR_EPOCH",
     "ATTR_EPOCHS",
+    "ATTR_COST",
+    "ATTR_DEVICE",
     "ATTR_EXPERIMENT",
     "ATTR_FINGERPRINT",
     "ATTR_HEARTBEAT",
@@ -36,6 +38,7 @@ __all__ = [
     "ROLE_TRIAL",
     "STUDY_FILE_DIR",
     "TAG_CHECKPOINT",
+    "TAG_COST_BASIS",
     "TAG_DATASET",
     "TAG_DATASET_HASH",
     "TAG_FAILURE",
@@ -80,6 +83,8 @@ ATTR_HEARTBEAT = "hvit.heartbeat"  # time.time() of the last epoch: journal stor
 ATTR_EPOCH = "hvit.epoch"
 ATTR_EPOCHS = "hvit.epochs"
 ATTR_SURPLUS = "hvit.surplus"  # failed on purpose: asked for after the target was reached
+ATTR_COST = "hvit.cost"  # the trial's measured cost figures (hvit_sweeps.cost), pruned trials included
+ATTR_DEVICE = "hvit.device_type"  # cuda, cpu or mps: what the cost figures were measured on
 
 # -- MLflow tags -------------------------------------------------------------------------
 
@@ -105,6 +110,7 @@ TAG_DATASET = "hvit.dataset"
 TAG_DATASET_HASH = "hvit.dataset_hash"
 TAG_HOST = "hvit.host"
 TAG_VISUALS = "hvit.visuals"  # logged, or why not
+TAG_COST_BASIS = "hvit.cost_basis"  # how cost/device_seconds was counted on the run's device
 
 # -- MLflow params and metrics -----------------------------------------------------------
 

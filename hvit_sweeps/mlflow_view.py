@@ -44,6 +44,7 @@ VIEW_URL_PARAM = "viewStateShareKey"  # MLflow's EXPERIMENT_PAGE_VIEW_STATE_SHAR
 _SECTION_UUID = "hvit-study"
 _PARALLEL_UUID = "hvit-parallel"
 _CURVES_UUID = "hvit-curves"
+_COST_UUID = "hvit-cost"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class StudyView:
         extra_metrics: More metric columns, e.g. the model's size and cost.
         state_tag: The run tag holding the trial's state (complete, pruned, failed, running).
         curve_metric: The per-epoch metric drawn as one line per trial.
+        cost_metric: A measured cost, charted against the first objective (one point per trial).
         search_filter: MLflow search filter of the runs listed: the study's trial runs.
     """
 
@@ -68,6 +70,7 @@ class StudyView:
     extra_metrics: Sequence[str] = ()
     state_tag: str | None = None
     curve_metric: str | None = None
+    cost_metric: str | None = None
     search_filter: str = role_filter(ROLE_TRIAL)
 
 
@@ -130,6 +133,17 @@ def _charts(view: StudyView) -> list[dict[str, Any]]:
                 "lineSmoothness": 0,
                 "useGlobalXaxisKey": False,
                 "useGlobalLineSmoothing": False,
+            }
+        )
+    if view.cost_metric:
+        axis = {"type": "METRIC"}
+        charts.append(
+            {
+                **common,
+                "uuid": _COST_UUID,
+                "type": "SCATTER",
+                "xaxis": {**axis, "key": view.cost_metric},
+                "yaxis": {**axis, "key": view.objectives[0]},
             }
         )
     return charts

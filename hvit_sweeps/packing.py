@@ -32,9 +32,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
     from hvit_sweeps.config import ModelConfig, TrainConfig
     from hvit_sweeps.study import StudySpec
 
@@ -47,7 +50,10 @@ __all__ = [
     "choose_trials_per_gpu",
     "dataset_bytes",
     "estimate_parameters",
+    "measured_trial_bytes",
+    "per_trial_bytes",
     "probe_card",
+    "stored_trials",
     "study_trial_bytes",
     "trial_bytes",
 ]
@@ -168,6 +174,7 @@ def choose_trials_per_gpu(
     cpu_count: int | None = None,
     gpus: int = 1,
     cap: int = MAX_USEFUL_K,
+    basis: str = "estimated for the largest model of the study",
 ) -> Packing:
     """K for ``--trials-per-gpu auto`` and why, in one line.
 
@@ -177,6 +184,7 @@ def choose_trials_per_gpu(
         cpu_count: Host cores; each trial process keeps at least one busy feeding its GPU.
         gpus: GPUs that share those cores.
         cap: The most trials per GPU that the concurrency bench shows to pay off.
+        basis: Where ``per_trial_bytes`` came from, for the reason line.
     """
     if card is None:
         return Packing(1, "--trials-per-gpu auto: 1 trial at a time (no CUDA device)")
@@ -188,10 +196,68 @@ def choose_trials_per_gpu(
     limits = {memory_k: "memory", cap: "the concurrency bench's cap", core_k: f"{cores} CPU cores"}
     reason = (
         f"--trials-per-gpu auto: {k} trial(s) per GPU ({card.name}: {card.free_bytes / GIB:.1f} of "
-        f"{card.total_bytes / GIB:.1f} GiB free, about {per_trial_bytes / GIB:.2f} GiB per trial for the "
-        f"largest model of the study; memory allows {memory_k}, the bench's cap is {cap}; limited by {limits[k]})"
+        f"{card.total_bytes / GIB:.1f} GiB free, about {per_trial_bytes / GIB:.2f} GiB per trial, "
+        f"{basis}; memory allows {memory_k}, the bench's cap is {cap}; limited by {limits[k]})"
     )
     return Packing(k, reason, per_trial_bytes=per_trial_bytes, memory_k=memory_k)
+
+
+def measured_trial_bytes(
+    spec: StudySpec, cli: dict[str, Any], trials: Iterable[FrozenTrial], *, samples: int = DEFAULT_SAMPLES
+) -> tuple[int, int] | None:
+    """One trial's peak from the CUDA peaks the study's trials measured, and how many did; None before any.
+
+    A measured trial may be smaller than the largest model the space holds, so the
+    measurement calibrates the estimate rather than replacing it: the largest
+    ratio of measured peak (plus the CUDA context, which ``max_memory_allocated``
+    leaves out) to that trial's own estimate, times the largest model's estimate.
+    """
+    import optuna
+
+    from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE
+
+    ratios = []
+    for trial in trials:
+        cost = trial.user_attrs.get(ATTR_COST) or {}
+        if trial.user_attrs.get(ATTR_DEVICE) != "cuda" or "peak_memory_mb" not in cost:
+            continue
+        measured = cost["peak_memory_mb"] * 2**20 + CONTEXT_BYTES
+        # FixedTrial replays the trial's Optuna params through the study's own suggest: its exact config.
+        fixed = optuna.trial.FixedTrial(dict(trial.params), trial.number)
+        sampled = spec.suggest(cast("optuna.Trial", fixed))  # the same suggest_* calls
+        ratios.append(measured / trial_bytes(spec.trial_config(sampled, cli), samples=samples))
+    if not ratios:
+        return None
+    return int(max(ratios) * study_trial_bytes(spec, cli, samples=samples)), len(ratios)
+
+
+def per_trial_bytes(
+    spec: StudySpec, cli: dict[str, Any], trials: Iterable[FrozenTrial], *, samples: int = DEFAULT_SAMPLES
+) -> tuple[int, str]:
+    """The bytes to pack by, and the reason line's words for where they came from."""
+    measured = measured_trial_bytes(spec, cli, trials, samples=samples)
+    if measured is None:
+        return study_trial_bytes(spec, cli, samples=samples), "estimated for the largest model of the study"
+    bytes_, count = measured
+    return bytes_, f"from the peak memory measured by {count} trial(s), scaled to the largest model of the study"
+
+
+def stored_trials(storage_url: str | None, root: Path, study_name: str) -> list[FrozenTrial]:
+    """The trials of an existing study (none for a new one); a missing journal file is not created."""
+    import optuna
+
+    from hvit_sweeps.keys import JOURNAL_FILE
+    from hvit_sweeps.sweep.storage import open_storage
+
+    if storage_url is None or storage_url.startswith("journal:"):
+        path = Path(storage_url[len("journal:") :]) if storage_url else root / JOURNAL_FILE
+        if not path.is_file():
+            return []
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, root=root))
+    except KeyError:
+        return []
+    return study.get_trials(deepcopy=False)
 
 
 def probe_card(devices: Sequence[str] | None = None) -> CardMemory | None:

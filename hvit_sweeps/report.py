@@ -32,6 +32,8 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
+from hvit_sweeps.confirm import confirmation_rows, stored_confirmation
+from hvit_sweeps.cost import LATENCY_BATCH, cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     ATTR_EPOCH,
@@ -61,6 +63,7 @@ SECTIONS = {
     "best-trials": "Best trials",
     "optuna-plots": "Optuna plots",
     "accuracy-cost": "Accuracy against cost",
+    "seed-confirmation": "Seed confirmation (best --confirm)",
     "best-trial-visuals": "Best trial's visuals",
 }
 _VISUAL_ORDER = ("training_curves", "confusion_matrix", "per_class_accuracy", "misclassified", "train_batch")
@@ -119,6 +122,7 @@ def build_report(
         "best-trials": _best_section(facts),
         "optuna-plots": _plots_section(facts, _use_plotly(interactive)),
         "accuracy-cost": _cost_section(facts),
+        "seed-confirmation": _confirmation_section(facts),
         "best-trial-visuals": _visuals_section(facts),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -292,33 +296,39 @@ def _plots_section(facts: _Facts, plotly: bool) -> str:
     return note + f"<div class='grid'>{''.join(parts)}</div>"
 
 
+# The x axes of the accuracy-against-cost figure: size and compute, then the measured cost of each trial.
+_COST_AXES = (
+    (_PARAMS, "params_m (millions of parameters)"),
+    (_FLOPS, "flops_m (MFLOPs per image)"),
+    (cost_metric("device_seconds"), "device-seconds per trial (measured)"),
+    (cost_metric("latency_ms"), f"latency, ms per batch of {LATENCY_BATCH} (measured)"),
+)
+
+
 def _cost_section(facts: _Facts) -> str:
     points = []
     for trial in facts.complete:
         run = facts.run_of(trial)
         metrics = run.data.metrics if run else {}
         if _ACCURACY in metrics:
-            points.append((trial.number, metrics[_ACCURACY], metrics.get(_PARAMS), metrics.get(_FLOPS)))
+            points.append((trial.number, metrics[_ACCURACY], *(metrics.get(key) for key, _ in _COST_AXES)))
     if not points:
         return f"<p>No complete trial run logged {_ACCURACY}.</p>"
     pareto = len(facts.study.directions) > 1
     starred = {t.number for t in facts.best} if pareto else {facts.best[0].number}
     what = "the Pareto set" if pareto else "the best trial"
-    return _img(_png_of(_cost_figure(points, starred)), "val_acc1 against params_m and flops_m") + (
+    return _img(_png_of(_cost_figure(points, starred)), "val_acc1 against params, FLOPs and measured cost") + (
         f"<p class='note'>{len(points)} complete trial(s), coloured by trial number and labelled with it; "
-        f"red stars: {what}.</p>"
+        f"red stars: {what}. Device-seconds: GPU wall time on CUDA, process CPU time on a CPU.</p>"
     )
 
 
-def _cost_figure(points: list[tuple[int, float, float | None, float | None]], best: set[int]) -> Any:
+def _cost_figure(points: list[tuple[Any, ...]], best: set[int]) -> Any:
     import matplotlib.pyplot as plt
 
     with plt.style.context("default"):  # not the ggplot style Optuna's plots leave behind
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for ax, column, label in (
-            (axes[0], 2, "params_m (millions of parameters)"),
-            (axes[1], 3, "flops_m (MFLOPs per image)"),
-        ):
+        fig, grid = plt.subplots(2, 2, figsize=(12, 8.5))
+        for column, (ax, (_, label)) in enumerate(zip(grid.flat, _COST_AXES, strict=True), start=2):
             xs = [(p[column], p[1], p[0]) for p in points if p[column] is not None]
             ax.scatter([x for x, _, _ in xs], [y for _, y, _ in xs], c=[n for _, _, n in xs], cmap="viridis", s=30)
             starred = [(x, y) for x, y, n in xs if n in best]
@@ -329,9 +339,35 @@ def _cost_figure(points: list[tuple[int, float, float | None, float | None]], be
             ax.set_xlabel(label)
             ax.set_ylabel("best val_acc1")
             ax.grid(color="#e5e5e5", linewidth=0.5)
-        fig.suptitle("accuracy against model size and compute, complete trials")
+            if not xs:
+                ax.text(0.5, 0.5, "not measured for these trials", ha="center", transform=ax.transAxes)
+        fig.suptitle("accuracy against model size, compute and measured cost, complete trials")
         fig.tight_layout()
     return fig
+
+
+def _confirmation_section(facts: _Facts) -> str:
+    """`best --confirm`'s ranking: each confirmed trial's replicate values, mean and 95% interval."""
+    confirmation = stored_confirmation(facts.study)
+    if confirmation is None and len(facts.study.directions) > 1:
+        return "<p>Seed confirmation ranks one objective; this study has several.</p>"
+    if confirmation is None:
+        name = facts.study.study_name
+        return (
+            "<p>No seed confirmation yet. <code>hvit-sweep best --study "
+            f"{_e(name)} --confirm --top 3 --seeds 3</code> trains the top trials again with new seeds "
+            "and says whether the best one really beats the runner-up.</p>"
+        )
+    head, rows = confirmation_rows(confirmation)
+    return (
+        f"<p><b>{_e(confirmation.statement)}</b></p>"
+        + _table(head, rows)
+        + (
+            "<p class='note'>Each trial's config trained again with new training seeds on the study's own "
+            "train/val split and epoch budget (MLflow runs with role replicate); 95% t-intervals; test never "
+            "evaluated. `best --retrain` and `best --export` take the winner.</p>"
+        )
+    )
 
 
 def _visuals_section(facts: _Facts) -> str:

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
+from hvit_sweeps.cost import cost_metric
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.export import bash_block, check_export_dest, staged_export
@@ -362,7 +363,8 @@ def _train_logged(
     if result.status != "completed" or not result.test_metrics:
         tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: result.reason})
         raise HvitError(f"the final training did not complete ({result.reason}): MLflow run {run_id}")
-    tracker.log_metrics(run_id, {**result.model_stats, **result.test_metrics}, step=result.epochs_run)
+    cost = {cost_metric(k): v for k, v in result.cost.items()}  # the final run's cost, as a trial's
+    tracker.log_metrics(run_id, {**result.model_stats, **result.test_metrics, **cost}, step=result.epochs_run)
     return result
 
 

@@ -32,6 +32,7 @@ from hvit_sweeps.config import (
     has_field,
     max_stages,
 )
+from hvit_sweeps.cost import cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import best_metric, model_metric
 
@@ -52,11 +53,15 @@ __all__ = [
 # for pruning) and static model-size figures (for Pareto trade-offs).
 EPOCH_METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss")
 MODEL_METRICS = ("params_m", "flops_m")
+# Measured per trial (hvit_sweeps.cost); an objective of these trades accuracy for real cost.
+COST_OBJECTIVES = ("latency_ms", "device_seconds", "peak_memory_mb", "wall_seconds", "train_images_per_second")
 _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
 
 
 def tracked_metric(metric: str) -> str:
     """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
+    if metric in COST_OBJECTIVES:
+        return cost_metric(metric)
     return model_metric(metric) if metric in MODEL_METRICS else best_metric(metric)
 
 
@@ -247,8 +252,9 @@ class Objective(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
-        if self.metric not in EPOCH_METRICS + MODEL_METRICS:
-            raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(EPOCH_METRICS + MODEL_METRICS)}")
+        known = EPOCH_METRICS + MODEL_METRICS + COST_OBJECTIVES
+        if self.metric not in known:
+            raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(known)}")
         return self
 
 
@@ -305,8 +311,17 @@ class StudySpec(_Strict):
                 raise ValueError(f"space.{path}: set by [stages]; remove one of the two")
         if "epochs" in self.fixed or "epochs" in self.space:
             raise ValueError("epochs: use max_epochs at the top of the file")
-        if self.multi_objective and self.pruner.type != "none":
-            raise ValueError('pruning needs a single objective: set [pruner] type = "none" for a Pareto study')
+        # A Pareto study prunes on its first objective by hvit_sweeps.sweep.prune's median/percentile rule.
+        if self.multi_objective and self.pruner.type not in ("none", "median", "percentile"):
+            raise ValueError(
+                f"pruner {self.pruner.type}: a study of several objectives prunes with median or percentile "
+                '(on its first objective), or set [pruner] type = "none"'
+            )
+        if self.multi_objective and self.pruner.type != "none" and self.objectives[0].metric not in EPOCH_METRICS:
+            raise ValueError(
+                f"pruning a study of several objectives needs a per-epoch first objective ({', '.join(EPOCH_METRICS)}), "
+                f'not {self.objectives[0].metric}: put it first, or set [pruner] type = "none"'
+            )
         if self.sampler.type == "grid" and self.grid_space() is None:
             raise ValueError("sampler grid: every parameter needs a finite set (categorical, int, or float with step)")
         if self.pruner.type == "threshold" and self.pruner.lower is None and self.pruner.upper is None:

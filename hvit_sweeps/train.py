@@ -30,6 +30,7 @@ from hvit_sweeps import interrupt
 from hvit_sweeps.callbacks import Callback, EpochReport, RunPlan, TrainResult  # re-exported: train()'s own types
 from hvit_sweeps.checkpoint import Checkpoint, load_model, save_checkpoint
 from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig
+from hvit_sweeps.cost import LATENCY_BATCH, CostMeter, measure_latency
 from hvit_sweeps.data import (
     BatchLoader,
     DatasetInfo,
@@ -189,6 +190,7 @@ def train(
             the last (a final model trained on train+val has no unseen val set to choose by).
     """
     device = resolve_device(config.runtime.device)
+    meter = CostMeter.start(device)
     seed_everything(config.seed)
     if splits is None:
         _tell(callbacks, "loading data")
@@ -200,6 +202,7 @@ def train(
         callback.on_train_start(run.plan)
     status, reason, epoch = _train_epochs(run, config, callbacks, best_checkpoint=best_checkpoint)
     test_metrics = _finish_run(run, config, resume=resume, best_checkpoint=best_checkpoint)
+    cost = {**meter.finish(run.history), **_latency(run)}
     return TrainResult(
         status=status,
         reason=reason,
@@ -213,7 +216,17 @@ def train(
         dataset_fingerprint=splits.fingerprint,
         dataset_sizes=splits.sizes,
         notes=runtime_notes(config.runtime, device),
+        cost=cost,
+        cost_device=meter.device_type,
     )
+
+
+def _latency(run: _Run) -> dict[str, float]:
+    """Inference latency of the run's result on a fixed batch of val images (after the run's clock stopped)."""
+    images = next(iter(run.loaders.val))[0][:LATENCY_BATCH]
+    # The eager model: a compiled one would recompile for this batch shape inside the probe.
+    latency = measure_latency(run.model, images, autocast=run.precision.autocast, memory_format=run.memory_format)
+    return {"latency_ms": latency, "latency_batch": float(len(images))}
 
 
 @dataclass

@@ -95,10 +95,11 @@ def test_short_params() -> None:
 def test_trials_table_columns_and_row() -> None:
     study = study_with(0.25)
     table = trials_table(study.trials, title="t", metric_names=["val_acc1", "params_m"])
-    assert [c.header for c in table.columns] == ["#", "state", "val_acc1 / params_m", "epochs", "duration", "params"]
-    number, state, values, epochs, duration, params = (list(c.cells)[0] for c in table.columns)
+    headers = ["#", "state", "val_acc1 / params_m", "epochs", "duration", "cost", "params"]
+    assert [c.header for c in table.columns] == headers
+    number, state, values, epochs, duration, cost, params = (list(c.cells)[0] for c in table.columns)
     lr = study.trials[0].params["optim.lr"]
-    assert (number, values, epochs, params) == ("0", "25.00%", "2", f"lr={lr:.3g}")
+    assert (number, values, epochs, cost, params) == ("0", "25.00%", "2", "", f"lr={lr:.3g}")  # no cost recorded
     assert "COMPLETE" in state and duration.endswith("s")
 
 

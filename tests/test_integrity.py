@@ -27,7 +27,9 @@ def test_a_data_dir_that_is_a_file_creates_no_store(tiny: Path) -> None:
     # `run --data-dir FILE` is refused before the root, the journal or mlflow.db exist.
     (tiny / "not-a-folder").write_text("x")
     before = tree(tiny)
-    result = cli("run", "--study", "tiny.toml", "--root", "store", "--dataset", "cifar100", "--data-dir", "not-a-folder")
+    result = cli(
+        "run", "--study", "tiny.toml", "--root", "store", "--dataset", "cifar100", "--data-dir", "not-a-folder"
+    )
     assert result.returncode == 2 and "error:" in result.stderr, result.stderr
     assert tree(tiny) == before
 

@@ -55,10 +55,15 @@ def test_study_by_name_and_by_path_agree() -> None:
             "log = true needs low > 0",
         ),
         (SMOKE_HEAD + '[objective]\nmetric = "val_f1"\n', "unknown metric 'val_f1'"),
+        (  # a Pareto study prunes on its first objective, so that must have per-epoch values
+            SMOKE_HEAD
+            + '[[objectives]]\nmetric = "params_m"\ndirection = "minimize"\n[[objectives]]\nmetric = "val_acc1"\n',
+            "needs a per-epoch first objective",
+        ),
         (
             SMOKE_HEAD
-            + '[[objectives]]\nmetric = "val_acc1"\n[[objectives]]\nmetric = "params_m"\ndirection = "minimize"\n',
-            "pruning needs a single objective",
+            + '[pruner]\ntype = "hyperband"\n[[objectives]]\nmetric = "val_acc1"\n[[objectives]]\nmetric = "latency_ms"\n',
+            "prunes with median or percentile",
         ),
         (SMOKE_HEAD + "[stages]\nnum_stages = { type = 'int', low = 2, high = 5 }\n", "allow 4: lower its high"),
         (SMOKE_HEAD + '[space."data.batch_size"]\ntype = "categorical"\nchoices = ["big"]\n', "data.batch_size"),

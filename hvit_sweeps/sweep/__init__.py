@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
+from hvit_sweeps.cost import VIEW_COST_METRICS, cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
@@ -200,9 +201,10 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         objectives=objectives,
         ascending=spec.objectives[0].direction == "minimize",
         param_keys=[f"{HP_PREFIX}{name}" for name in spec.param_names()],
-        extra_metrics=[model_metric(m) for m in MODEL_METRICS],
+        extra_metrics=[*(model_metric(m) for m in MODEL_METRICS), *VIEW_COST_METRICS],
         state_tag=TAG_TRIAL_STATE,
         curve_metric="val_acc1",
+        cost_metric=cost_metric("device_seconds"),
     )
     write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
 

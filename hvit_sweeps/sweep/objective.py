@@ -21,8 +21,11 @@ from optuna.trial import TrialState
 
 from hvit_sweeps.checkpoint import load_checkpoint
 from hvit_sweeps.config import TrainConfig
+from hvit_sweeps.cost import cost_metric, device_basis
 from hvit_sweeps.data import DatasetSplits
 from hvit_sweeps.keys import (
+    ATTR_COST,
+    ATTR_DEVICE,
     ATTR_EPOCH,
     ATTR_EPOCHS,
     ATTR_HEARTBEAT,
@@ -34,6 +37,7 @@ from hvit_sweeps.keys import (
     CHECKPOINT_FILE,
     FAILURE_FILE,
     TAG_CHECKPOINT,
+    TAG_COST_BASIS,
     TAG_DATASET,
     TAG_DATASET_HASH,
     TAG_FAILURE,
@@ -49,6 +53,7 @@ from hvit_sweeps.keys import (
     model_metric,
 )
 from hvit_sweeps.study import EPOCH_METRICS, StudySpec
+from hvit_sweeps.sweep.prune import prune_first_objective
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
 from hvit_sweeps.sweep.storage import trial_id
 from hvit_sweeps.tracking import Tracker
@@ -77,13 +82,20 @@ class TrialReporter(Callback):
         self.trial.set_user_attr(ATTR_EPOCH, report.epoch)
         self.trial.set_user_attr(ATTR_HEARTBEAT, time.time())
         metric = self.spec.objectives[0].metric
-        if self.spec.multi_objective or metric not in EPOCH_METRICS:
-            return None  # Optuna prunes single-objective studies only
-        self.trial.report(report.metrics[metric], report.epoch)
-        if self.trial.should_prune():
-            self.pruned_at = report.epoch
-            return f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
-        return None
+        if metric not in EPOCH_METRICS:
+            return None  # a size or cost objective has no per-epoch value to prune on
+        if self.spec.multi_objective:  # Optuna refuses trial.report here: our own rule on the first objective
+            maximize = self.spec.directions[0] == "maximize"
+            reason = prune_first_objective(
+                self.trial, self.spec.pruner, epoch=report.epoch, value=report.metrics[metric], maximize=maximize
+            )
+        else:
+            self.trial.report(report.metrics[metric], report.epoch)
+            reason = None
+            if self.trial.should_prune():
+                reason = f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
+        self.pruned_at = report.epoch if reason else None
+        return reason
 
 
 @dataclass
@@ -197,15 +209,19 @@ class TrialObjective:
             **{best_metric(k): v for k, v in result.best_metrics.items() if k not in _NOT_SUMMARIES},
             best_metric("epoch"): float(result.best_epoch),
             **result.test_metrics,
+            **{cost_metric(k): v for k, v in result.cost.items()},
         }
         tracker.log_metrics(run_id, final, step=result.epochs_run)
+        trial.set_user_attr(ATTR_COST, result.cost)  # read by budgets, packing and `show` without MLflow
+        trial.set_user_attr(ATTR_DEVICE, result.cost_device)
         tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
+        tags[TAG_COST_BASIS] = device_basis(result.cost_device)
         if result.status != "completed":
             tags.update({TAG_TRIAL_STATE: "PRUNED", TAG_STOP_REASON: result.reason})
             tags[TAG_PRUNED_AT] = str(result.epochs_run)
             tracker.end_run(run_id, "KILLED", tags=tags)
             raise optuna.TrialPruned(result.reason)
-        values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
+        values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats, **result.cost})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
         tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
         tracker.end_run(run_id, "FINISHED", tags=tags)

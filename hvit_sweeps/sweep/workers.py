@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps import interrupt
+from hvit_sweeps.budget import budget_spent
 from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError, SweepFault
 from hvit_sweeps.keys import (
@@ -114,6 +115,9 @@ def _trial_loop(
             break
         if deadline is not None and time.monotonic() >= deadline:
             reason = "timeout"
+            break
+        if (spent := budget_spent(study)) is not None:  # the study's --budget, shared by all its workers
+            reason = spent
             break
         study.optimize(objective, n_trials=1, catch=(Exception,))
         ran += 1
