@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from hvit_sweeps.data import load_dataset
 from hvit_sweeps.keys import ATTR_EPOCH, ATTR_EPOCHS, ATTR_RUN_ID
 from hvit_sweeps.study import load_study
-from hvit_sweeps.sweep.resume import TAG_RESUME, TAG_TRAINED_EPOCHS
+from hvit_sweeps.sweep.resume import RESUME_DIR, TAG_RESUME, TAG_TRAINED_EPOCHS
 from hvit_sweeps.train import train
 
 pytestmark = pytest.mark.slow  # CLI subprocesses
@@ -93,6 +93,9 @@ def test_killed_trial_resumes_at_its_next_epoch_and_matches_an_uninterrupted_run
     assert trained == list(range(done_before_kill + 1, EPOCHS + 1))
     assert done_before_kill == KILL_AFTER, "the kill came late; the retry still resumed at the epoch after it"
     assert run.data.tags[TAG_RESUME].startswith("retry of trial 0 resumes at epoch 4")
+    # Both trials have ended: neither run keeps its resumable checkpoint.
+    for run_id in (run.info.run_id, killed.user_attrs[ATTR_RUN_ID]):
+        assert not client.list_artifacts(run_id, RESUME_DIR), run_id
     history = client.get_metric_history(run.info.run_id, "val_loss")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))  # no gap, no step twice
 

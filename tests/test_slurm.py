@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from hvit_sweeps.keys import ATTR_EPOCH, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
+from hvit_sweeps.sweep.resume import TAG_RESUME
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -298,6 +299,10 @@ def test_sbatch_array_survives_a_cancel_and_a_requeue(
         # A SIGTERM'd trial queued again with its params (the sweep's retry of stopped trials).
         assert tuple(sorted(stopped.params.items())) in params
     assert "stale" in client.get_run(killed.user_attrs[ATTR_RUN_ID]).data.tags[TAG_FAILURE]
+    # Its retry continued from the killed trial's last epoch, not from epoch 0 (hvit_sweeps/sweep/resume.py).
+    (retry,) = [t for t in complete if t.params == killed.params]
+    resume_line = client.get_run(retry.user_attrs[ATTR_RUN_ID]).data.tags[TAG_RESUME]
+    assert resume_line.startswith(f"retry of trial {killed.number} resumes at epoch "), resume_line
 
     restarts = slurm("scontrol", "show", "job", f"{job}_{requeued}").stdout
     assert "Restarts=1" in restarts, restarts

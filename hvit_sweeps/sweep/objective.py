@@ -56,6 +56,7 @@ from hvit_sweeps.sweep.resume import (
     TAG_TRAINED_EPOCHS,
     EpochCheckpointUpload,
     code_fingerprint,
+    drop_resume_checkpoints,
     find_resume_point,
     replay_done_epochs,
 )
@@ -151,7 +152,17 @@ class TrialObjective:
                 self._fail(run_id, err)
                 raise
             self.sweep.tracker.client.set_tag(run_id, TAG_TRAINED_EPOCHS, ",".join(map(str, upload.trained)))
+            self._drop_resume_checkpoints(run_id, retry_of)
             return self._finish(trial, run_id, result, config.checkpoint_path)
+
+    def _drop_resume_checkpoints(self, run_id: str, retry_of: int | None) -> None:
+        """The trial has ended (and with it the one it retried): their resumable checkpoints are not needed."""
+        runs = [run_id]
+        if retry_of is not None:
+            storage = self.connected.storage
+            original = storage.get_trial(trial_id(storage, self.connected.study, retry_of)).user_attrs.get(ATTR_RUN_ID)
+            runs += [original] if original else []
+        drop_resume_checkpoints(self.sweep.tracker, runs)
 
     def _resume_point(
         self, trial: optuna.Trial, retry_of: int | None, config: TrainConfig, run_id: str

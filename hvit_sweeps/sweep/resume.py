@@ -21,6 +21,7 @@ from pathlib import Path
 
 import optuna
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from hvit_sweeps.callbacks import Callback, EpochReport
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
@@ -36,6 +37,7 @@ __all__ = [
     "EpochCheckpointUpload",
     "ResumePoint",
     "code_fingerprint",
+    "drop_resume_checkpoints",
     "find_resume_point",
     "replay_done_epochs",
 ]
@@ -134,3 +136,13 @@ def replay_done_epochs(
         epoch = int(row["epoch"])
         if epoch <= done:
             tracker.log_metrics(run_id, {k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+
+
+def drop_resume_checkpoints(tracker: Tracker, run_ids: list[str]) -> None:
+    """Delete the ``resume/`` artifacts of runs whose trial has ended: nothing will continue them."""
+    for run_id in run_ids:
+        try:
+            run = tracker.client.get_run(run_id)
+            get_artifact_repository(run.info.artifact_uri, tracking_uri=tracker.uri).delete_artifacts(RESUME_DIR)
+        except (MlflowException, OSError, NotImplementedError):
+            pass  # a store that cannot delete keeps the file; only disk is lost
