@@ -149,3 +149,33 @@ def test_a_retry_without_a_checkpoint_starts_at_epoch_0_and_says_why(workdir: Pa
     retry = _study(workdir / "store", name).trials[1]
     run = MlflowClient(f"sqlite:///{(workdir / 'store').resolve()}/mlflow.db").get_run(retry.user_attrs[ATTR_RUN_ID])
     assert run.data.tags[TAG_TRAINED_EPOCHS] == "1,2"
+
+
+def test_uploads_are_skipped_while_they_would_cost_more_than_a_tenth_of_the_training(tmp_path: Path) -> None:
+    # A slow upload (0.2 s) after 0.1 s epochs: the first epoch uploads, then each upload waits for 10 times
+    # its own cost of training (2 s), and comes at the first epoch end after that.
+    from hvit_sweeps.callbacks import EpochReport
+    from hvit_sweeps.sweep.resume import EpochCheckpointUpload
+
+    spans: list[tuple[int, float, float]] = []  # (epoch, start, end) of each upload
+
+    class SlowTracker:
+        def log_file(self, run_id: str, path: Path, artifact_dir: str | None = None) -> None:
+            begin = time.monotonic()
+            time.sleep(0.2)
+            spans.append((len(upload.trained), begin, time.monotonic()))
+
+    checkpoint = tmp_path / "last.pth"
+    checkpoint.write_bytes(b"x")
+    upload = EpochCheckpointUpload(SlowTracker(), "run", checkpoint)  # type: ignore[arg-type]
+    ends = {}
+    for epoch in range(1, 41):
+        time.sleep(0.1)
+        ends[epoch] = time.monotonic()
+        upload.on_epoch_end(EpochReport(epoch=epoch, epochs=40, metrics={}))
+    assert upload.trained == list(range(1, 41))
+    assert spans[0][0] == 1 and len(spans) >= 2
+    for (_, begin, end), (epoch, nxt, _) in zip(spans, spans[1:], strict=False):
+        cost = end - begin
+        assert nxt - end >= 10 * cost - 0.01  # never more than a tenth of the time uploading
+        assert ends[epoch - 1] - end < 10 * cost  # and not later than the first epoch end that allows it
