@@ -186,11 +186,24 @@ def test_plain_up_starts_only_postgres_and_mlflow():
 
 
 def test_cpu_worker_is_the_gpu_worker_without_the_reservation():
-    # worker-cpu shares image, build, command, env and dependencies with worker, and reserves no device.
+    # worker-cpu shares image, build, env and dependencies with worker, and reserves no device.
     gpu, cpu = services()["worker"], services()["worker-cpu"]
-    for key in ("build", "image", "command", "environment", "depends_on", "volumes", "shm_size"):
+    for key in ("build", "image", "environment", "depends_on", "volumes", "shm_size"):
         assert gpu.get(key) == cpu.get(key), key
     assert "deploy" not in cpu and "container_name" not in cpu and not cpu.get("ports")
+
+
+def test_cpu_worker_default_study_runs_on_an_empty_machine():
+    # The cpu profile's default study reads synthetic data, so it needs nothing in ./data.
+    import tomllib
+
+    cmd = " ".join(services()["worker-cpu"]["command"])
+    m = re.fullmatch(r"hvit-sweep worker --study \$\{HVIT_CPU_STUDY:-([\w.-]+)\}", cmd)
+    assert m, cmd
+    default = m.group(1)
+    spec = tomllib.loads((ROOT / "studies" / f"{default}.toml").read_text())
+    assert spec["fixed"]["data.dataset"] == "synthetic"
+    assert parse_env_file(ENV_EXAMPLE)["HVIT_CPU_STUDY"] == default
 
 
 def test_postgres_and_mlflow_have_healthchecks():
@@ -218,9 +231,11 @@ def test_dashboard_is_opt_in_profile_on_optuna_db():
     # optuna-dashboard only starts with --profile dashboard and reads the optuna database.
     dash = services()["optuna-dashboard"]
     assert dash.get("profiles") == ["dashboard"]
-    assert any(
-        re.search(r"postgresql\+psycopg2://.*@postgres:5432/\$\{OPTUNA_DB:-optuna\}$", c) for c in command_strings(dash)
-    )
+    storage = env_dict(dash)["OPTUNA_STORAGE"]
+    assert re.search(r"^postgresql\+psycopg2://.*@postgres:5432/\$\{OPTUNA_DB:-optuna\}$", storage)
+    # Its entry point gets the URL from that variable, not from compose's command line.
+    script = " ".join(command_strings(dash))
+    assert 'os.environ["OPTUNA_STORAGE"]' in script and "optuna_dashboard._cli import main" in script
 
 
 def test_every_image_is_pinned():
@@ -306,7 +321,9 @@ def test_mlflow_server_command():
         return args[args.index(flag) + 1]
 
     # SQLAlchemy 2.1 maps bare postgresql:// to psycopg v3; the image ships psycopg2.
-    assert re.match(r"^postgresql\+psycopg2://.+@postgres:5432/\$\{MLFLOW_DB:-mlflow\}$", opt("--backend-store-uri"))
+    assert "--backend-store-uri" not in args  # from MLFLOW_BACKEND_STORE_URI, off the command line
+    backend = env_dict(mlflow_svc)["MLFLOW_BACKEND_STORE_URI"]
+    assert re.match(r"^postgresql\+psycopg2://.+@postgres:5432/\$\{MLFLOW_DB:-mlflow\}$", backend)
     assert "--serve-artifacts" in args
     dest = opt("--artifacts-destination")
     assert any(v.split(":")[:2] == ["mlartifacts", dest] for v in mlflow_svc["volumes"])
@@ -396,3 +413,137 @@ def test_dashboard_runs_unprivileged():
     # The dashboard only reads the database; it runs as nobody.
     user = str(services()["optuna-dashboard"].get("user", ""))
     assert user and user.split(":")[0] not in {"root", "0"}
+
+
+def test_no_secret_on_any_command_line():
+    # `ps` shows command lines to every local user: no credential or secret variable is interpolated into
+    # a command, entrypoint or healthcheck (a shell's own $$VAR stays a reference inside the container).
+    for name, svc in services().items():
+        for arg in command_strings(svc):
+            assert not URL_CREDS_RE.search(arg), f"{name}: credentials URL on the command line: {arg!r}"
+            assert not re.search(r"(?<!\$)\$\{?\w*(PASSWORD|SECRET|TOKEN)", arg), f"{name}: secret in {arg!r}"
+
+
+def test_mlflow_server_reads_the_backend_store_from_its_environment():
+    # The variable compose sets is the one `mlflow server --backend-store-uri` reads.
+    cli = pytest.importorskip("mlflow.cli")
+    option = next(p for p in cli.server.params if "--backend-store-uri" in p.opts)
+    assert option.envvar == "MLFLOW_BACKEND_STORE_URI"
+    assert "MLFLOW_BACKEND_STORE_URI" in env_dict(services()["mlflow"])
+
+
+def test_security_opt_uses_the_equals_form():
+    # Docker documents `no-new-privileges=true`; the `:` form is a deprecated alias.
+    seen = 0
+    for name, svc in services().items():
+        for opt in svc.get("security_opt") or []:
+            seen += 1
+            assert opt == "no-new-privileges=true", f"{name}: {opt!r}"
+    assert seen >= 4
+
+
+def test_postgres_refuses_the_placeholder_password(tmp_path):
+    # The postgres entrypoint guard exits 2 with one line for .env.example's password and execs the image's
+    # entrypoint otherwise (run here with sh and a fake docker-entrypoint.sh).
+    pg = services()["postgres"]
+    assert pg["entrypoint"][:2] == ["sh", "-c"] and pg["command"] == ["postgres"]
+    script = pg["entrypoint"][2].replace("$$", "$")
+    fake = tmp_path / "docker-entrypoint.sh"
+    fake.write_text('#!/bin/sh\necho "started $*"\n')
+    fake.chmod(0o755)
+
+    def start(password: str) -> subprocess.CompletedProcess:
+        env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POSTGRES_PASSWORD": password}
+        args = ["sh", "-c", script, *pg["entrypoint"][3:], *pg["command"]]
+        return subprocess.run(args, env=env, capture_output=True, text=True)
+
+    refused = start(parse_env_file(ENV_EXAMPLE)["POSTGRES_PASSWORD"])
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "placeholder" in refused.stderr
+    started = start("3f9c0a7d41b2")
+    assert started.returncode == 0 and started.stdout == "started postgres\n"
+
+
+# ------------------------------------------------------ docker/check_env.py
+
+CHECK_ENV = ROOT / "docker" / "check_env.py"
+
+
+def _check_env(tmp_path: Path, *extra: str, **values: str) -> subprocess.CompletedProcess:
+    env = {**parse_env_file(ENV_EXAMPLE), **values}
+    env_file = tmp_path / "test.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    return subprocess.run(
+        ["python3", str(CHECK_ENV), "--env-file", str(env_file), *extra], capture_output=True, text=True, timeout=60
+    )
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert all(line.startswith("error: ") for line in lines), lines
+    return lines
+
+
+def test_check_env_refuses_the_placeholder_password(tmp_path):
+    # .env.example copied unchanged: one line naming the placeholder and how to make a real one.
+    ports = {"POSTGRES_PORT": str(_free_port()), "MLFLOW_PORT": str(_free_port())}
+    (line,) = _error_lines(_check_env(tmp_path, **ports))
+    assert "POSTGRES_PASSWORD is the placeholder 'change-me'" in line and "openssl rand" in line
+
+
+def test_check_env_names_a_taken_port_and_a_free_one(tmp_path):
+    # A port held by another program (here a listening socket, like a host PostgreSQL): one line with the fix.
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        proc = _check_env(
+            tmp_path, POSTGRES_PASSWORD="3f9c0a7d41b2", POSTGRES_PORT=str(taken), MLFLOW_PORT=str(_free_port())
+        )
+    (line,) = _error_lines(proc)
+    assert f"POSTGRES_PORT={taken} is taken on 127.0.0.1" in line
+    suggested = int(re.search(r"e\.g\. POSTGRES_PORT=(\d+)", line).group(1))
+    assert suggested > taken
+
+
+def test_check_env_passes_a_real_env_and_checks_the_dashboard_port_on_request(tmp_path):
+    import socket
+
+    values = {"POSTGRES_PASSWORD": "3f9c0a7d41b2", "POSTGRES_PORT": str(_free_port()), "MLFLOW_PORT": str(_free_port())}
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        values["DASHBOARD_PORT"] = str(held.getsockname()[1])
+        plain = _check_env(tmp_path, **values)
+        dash = _check_env(tmp_path, "--dashboard", **values)
+    assert plain.returncode == 0 and plain.stdout.startswith("ok: "), plain.stderr
+    (line,) = _error_lines(dash)
+    assert line.startswith(f"error: DASHBOARD_PORT={values['DASHBOARD_PORT']} is taken")
+
+
+def test_check_env_without_a_dotenv_says_how_to_make_one(tmp_path):
+    proc = subprocess.run(
+        ["python3", str(CHECK_ENV), "--env-file", str(tmp_path / ".env")], capture_output=True, text=True
+    )
+    (line,) = _error_lines(proc)
+    assert "cp .env.example .env" in line
+
+
+def test_readme_checks_the_env_before_up():
+    # The README's compose commands run the check before the first `docker compose up`.
+    text = (ROOT / "README.md").read_text()
+    check = text.index("python3 docker/check_env.py")
+    assert check < text.index("docker compose up -d")
+    assert "POSTGRES_PORT" in text

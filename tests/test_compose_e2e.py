@@ -41,6 +41,7 @@ STACK_VARS = {
     "MLFLOW_DB",
     "OPTUNA_DB",
     "HVIT_STUDY",
+    "HVIT_CPU_STUDY",
     "WORKER_SHM_SIZE",
     "BIND_ADDR",
     "MLFLOW_PORT",
@@ -210,6 +211,7 @@ def stack(tmp_path_factory):
         "MLFLOW_DB": "mlflow",
         "OPTUNA_DB": "optuna",
         "HVIT_STUDY": STUDY,
+        "HVIT_CPU_STUDY": STUDY,
         "WORKER_SHM_SIZE": "256m",
         "BIND_ADDR": "127.0.0.1",
         "MLFLOW_PORT": str(_free_port()),
@@ -225,6 +227,13 @@ def stack(tmp_path_factory):
     t0 = time.monotonic()
     try:
         print(f"\n{harness.NOTICE}", file=sys.stderr)
+        # The README's step before `up`: the env file passes the project's own check.
+        check = subprocess.run(
+            [sys.executable, str(workdir / "docker" / "check_env.py"), "--env-file", str(env_file), "--dashboard"],
+            capture_output=True,
+            text=True,
+        )
+        assert check.returncode == 0, check.stderr
         harness.ensure_standins()
         config = yaml.safe_load(st("config", profiles=True).stdout)
         harness.build_project_images(config)
@@ -488,6 +497,17 @@ def test_dashboard_profile_answers(stack):
     (cid,) = stack.containers("optuna-dashboard")
     uids, top = _process_uids(cid)
     assert uids and "0" not in uids, top
+
+
+def test_no_password_on_any_command_line(stack):
+    # With postgres, mlflow (and its web workers) and the dashboard up, no process on the host shows the
+    # database password in its command line (containers' processes are host processes).
+    running = {svc: stack.containers(svc) for svc in ("postgres", "mlflow", "optuna-dashboard")}
+    assert all(running.values()), running
+    ps = subprocess.run(["ps", "-eo", "pid,args", "--no-headers"], capture_output=True, text=True, check=True)
+    leaks = [line for line in ps.stdout.splitlines() if stack.env["POSTGRES_PASSWORD"] in line]
+    assert not leaks, leaks
+    assert "mlflow" in ps.stdout and "optuna_dashboard" in ps.stdout
 
 
 def test_down_v_leaves_nothing(stack):

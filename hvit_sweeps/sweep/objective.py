@@ -19,8 +19,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from hvit_sweeps.checkpoint import load_checkpoint
+from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig
+from hvit_sweeps.console import console
 from hvit_sweeps.cost import cost_metric, device_basis
 from hvit_sweeps.data import DatasetSplits
 from hvit_sweeps.keys import (
@@ -54,6 +55,16 @@ from hvit_sweeps.keys import (
 )
 from hvit_sweeps.study import EPOCH_METRICS, StudySpec
 from hvit_sweeps.sweep.prune import prune_first_objective
+from hvit_sweeps.sweep.resume import (
+    TAG_CODE,
+    TAG_RESUME,
+    TAG_TRAINED_EPOCHS,
+    EpochCheckpointUpload,
+    code_fingerprint,
+    drop_resume_checkpoints,
+    find_resume_point,
+    replay_done_epochs,
+)
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
 from hvit_sweeps.sweep.storage import trial_id
 from hvit_sweeps.tracking import Tracker
@@ -132,16 +143,19 @@ class TrialObjective:
             raise SurplusTrial(f"trial {trial.number} is beyond the study's target")
         sampled = self.sweep.spec.suggest(trial)
         with tempfile.TemporaryDirectory(prefix="hvit-trial-") as tmp:
-            config = self.sweep.spec.trial_config(
-                sampled, {**self.sweep.cli, "checkpoint_path": str(Path(tmp) / CHECKPOINT_FILE)}, info=self.splits.info
-            )
+            # save_final: a resumable checkpoint after every epoch, uploaded for a retry (sweep/resume.py).
+            layer = {**self.sweep.cli, "checkpoint_path": str(Path(tmp) / CHECKPOINT_FILE), "save_final": True}
+            config = self.sweep.spec.trial_config(sampled, layer, info=self.splits.info)
             run_id = self._start_run(trial, config, retry_of)
+            resume = self._resume_point(trial, retry_of, config, run_id)
+            assert config.last_checkpoint_path is not None
+            upload = EpochCheckpointUpload(self.sweep.tracker, run_id, config.last_checkpoint_path)
             reporter = TrialReporter(trial, run_id, self.sweep.tracker, self.sweep.spec)
-            callbacks: list[Callback] = [reporter]
+            callbacks: list[Callback] = [upload, reporter]  # uploaded before Optuna hears of the epoch
             if self.display is not None:
                 callbacks.append(self.display.trial_callback(study, trial.number))
             try:
-                result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
+                result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end", resume=resume)
             except KeyboardInterrupt:
                 # Optuna records the trial as FAIL; its config is queued to run again, first, in the next process.
                 queued = queue_retry(self.connected, trial.number)
@@ -155,7 +169,35 @@ class TrialObjective:
             except BaseException as err:
                 self._fail(run_id, err)
                 raise
+            self.sweep.tracker.client.set_tag(run_id, TAG_TRAINED_EPOCHS, ",".join(map(str, upload.trained)))
+            self._drop_resume_checkpoints(run_id, retry_of)
             return self._finish(trial, run_id, result, config.checkpoint_path)
+
+    def _drop_resume_checkpoints(self, run_id: str, retry_of: int | None) -> None:
+        """The trial has ended (and with it the one it retried): their resumable checkpoints are not needed."""
+        runs = [run_id]
+        if retry_of is not None:
+            storage = self.connected.storage
+            original = storage.get_trial(trial_id(storage, self.connected.study, retry_of)).user_attrs.get(ATTR_RUN_ID)
+            runs += [original] if original else []
+        drop_resume_checkpoints(self.sweep.tracker, runs)
+
+    def _resume_point(
+        self, trial: optuna.Trial, retry_of: int | None, config: TrainConfig, run_id: str
+    ) -> Checkpoint | None:
+        """For a retry: its original's checkpoint, with the done epochs given to Optuna and MLflow; else None."""
+        tracker = self.sweep.tracker
+        tracker.client.set_tag(run_id, TAG_CODE, code_fingerprint())
+        if retry_of is None:
+            return None
+        storage = self.connected.storage
+        original = storage.get_trial(trial_id(storage, self.connected.study, retry_of))
+        point = find_resume_point(tracker, original, config)
+        tracker.client.set_tag(run_id, TAG_RESUME, point.reason)
+        console.print(f"trial {trial.number}: {point.reason}")
+        if point.checkpoint is not None:
+            replay_done_epochs(trial, original, point.checkpoint, tracker, run_id)
+        return point.checkpoint
 
     def _surplus(self, trial: optuna.Trial, retry_of: int | None) -> bool:
         if retry_of is not None:
