@@ -55,6 +55,7 @@ __all__ = [
     "TAG_TRIAL_STATE",
     "TAG_VISUALS",
     "TRACKING_DB",
+    "HP_NOT_APPLICABLE",
     "HP_PREFIX",
     "VISUALS_DIR",
     "best_metric",
@@ -112,6 +113,11 @@ PARAM_OBJECTIVES = "study.objectives"  # on the parent run: "val_acc1:maximize,p
 
 
 HP_PREFIX = "hp."  # a searched value under its Optuna name: hp.optim.lr, hp.stages.base_width
+# The hp.* value of a parameter a trial did not sample (stages.depth_2 on a 2-stage trial): every
+# trial logs every hp.* key, because MLflow's parallel coordinates drop a run that lacks an axis.
+# 0 sorts below every real value (depths, widths and counts are at least 1, rates above 0) and
+# matches the 0 that model.* params carry for a stage the model lacks.
+HP_NOT_APPLICABLE = 0
 VISUALS_DIR = "visuals"  # per-trial pictures: confusion matrix, per-class accuracy, ...
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -31,7 +31,7 @@ from hvit_sweeps.config import (
     max_stages,
 )
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import best_metric, model_metric
+from hvit_sweeps.keys import HP_NOT_APPLICABLE, best_metric, model_metric
 
 if TYPE_CHECKING:
     from hvit_sweeps.data import DatasetInfo
@@ -297,6 +297,15 @@ class StudySpec(_Strict):
     def param_names(self) -> list[str]:
         """The Optuna parameter names a trial of this study may sample, in file order."""
         return [*self.space, *self._stage_params()]
+
+    def tracked_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's values for every parameter of the study: those it did not sample are HP_NOT_APPLICABLE.
+
+        A 1-stage trial samples no ``stages.depth_1``; logging the same keys for every
+        trial keeps it on MLflow's parallel-coordinates chart, which drops a run that
+        lacks an axis.
+        """
+        return {**{name: HP_NOT_APPLICABLE for name in self.param_names()}, **sampled}
 
     def grid_space(self) -> dict[str, list[Any]] | None:
         grid: dict[str, list[Any]] = {}

@@ -194,7 +194,10 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         name=f"{sweep.study_name}: trials, best first",
         objectives=objectives,
         ascending=spec.objectives[0].direction == "minimize",
-        param_keys=[f"{HP_PREFIX}{name}" for name in spec.param_names()],
+        # The stage count first: the axis that explains the depth axes beside it.
+        param_keys=[
+            f"{HP_PREFIX}{name}" for name in sorted(spec.param_names(), key=lambda n: n != "stages.num_stages")
+        ],
         extra_metrics=[model_metric(m) for m in MODEL_METRICS],
         state_tag=TAG_TRIAL_STATE,
         curve_metric="val_acc1",

@@ -159,7 +159,7 @@ class TrialObjective:
             study_name=self.sweep.study_name,
             trial_number=trial.number,
             config=config,
-            sampled=dict(trial.params),  # Optuna's names: stages.base_width, not the model it built
+            sampled=self.sweep.spec.tracked_params(trial.params),  # Optuna's names, every one of them
             tags=tags,
         )
         self.sweep.tracker.log_params(run_id, {f"dataset.{k}_size": v for k, v in self.splits.sizes.items()})
