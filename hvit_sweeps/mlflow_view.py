@@ -58,6 +58,8 @@ class StudyView:
         extra_metrics: More metric columns, e.g. the model's size and cost.
         state_tag: The run tag holding the trial's state (complete, pruned, failed, running).
         curve_metric: The per-epoch metric drawn as one line per trial.
+        rank_tag: A run tag holding each trial's zero-padded place, best first; the table sorts by it
+            when given (complete before pruned, ties by trial number), else by the first objective.
         search_filter: MLflow search filter of the runs listed: the study's trial runs.
     """
 
@@ -68,6 +70,7 @@ class StudyView:
     extra_metrics: Sequence[str] = ()
     state_tag: str | None = None
     curve_metric: str | None = None
+    rank_tag: str | None = None
     search_filter: str = role_filter(ROLE_TRIAL)
 
 
@@ -86,13 +89,13 @@ def view_state(view: StudyView) -> dict[str, Any]:
     columns = [
         # dict.fromkeys: an objective may also be an extra metric (model/params_m), shown once.
         *(_column("metrics", key) for key in dict.fromkeys((*view.objectives, *view.extra_metrics))),
-        *([_column("tags", view.state_tag)] if view.state_tag else []),
+        *(_column("tags", tag) for tag in (view.state_tag, view.rank_tag) if tag),
         *(_column("params", key) for key in view.param_keys),
     ]
     return {
         "searchFilter": view.search_filter,
-        "orderByKey": _column("metrics", view.objectives[0]),
-        "orderByAsc": view.ascending,
+        "orderByKey": _column("tags", view.rank_tag) if view.rank_tag else _column("metrics", view.objectives[0]),
+        "orderByAsc": True if view.rank_tag else view.ascending,
         "selectedColumns": columns,
         "runsHiddenMode": "SHOW_ALL",  # the default charts only the first 10 runs
         "compareRunCharts": _charts(view),

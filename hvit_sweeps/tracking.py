@@ -49,8 +49,10 @@ from hvit_sweeps.keys import (
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
     TRACKING_DB,
+    TRIAL_RUN_ENDS,
     plot_artifact,
     role_filter,
+    trial_run_name,
 )
 
 __all__ = ["Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
@@ -227,7 +229,7 @@ class Tracker:
         """Create the trial's child run and log its flattened config as params."""
         run = self.client.create_run(
             experiment_id,
-            run_name=f"trial-{trial_number}",
+            run_name=trial_run_name(trial_number),
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_run_id,
                 TAG_ROLE: ROLE_TRIAL,
@@ -262,6 +264,12 @@ class Tracker:
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
         self.client.set_terminated(run_id, status=status)
+
+    def end_trial(self, run_id: str, number: int, state: str, *, tags: dict[str, str] | None = None) -> None:
+        """Close a trial run as TRIAL_RUN_ENDS says for ``state`` (COMPLETE, PRUNED, FAIL, INTERRUPTED)."""
+        status, _ = TRIAL_RUN_ENDS[state]
+        self.client.update_run(run_id, name=trial_run_name(number, state))
+        self.end_run(run_id, status, tags={**(tags or {}), TAG_TRIAL_STATE: state})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

@@ -29,12 +29,14 @@ from hvit_sweeps.keys import (
     HP_PREFIX,
     PARAM_OBJECTIVES,
     STUDY_FILE_DIR,
+    TAG_RANK,
     TAG_STUDY_FILE,
     TAG_TRIAL_STATE,
     model_metric,
 )
 from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
 from hvit_sweeps.study import MODEL_METRICS, tracked_metric
+from hvit_sweeps.sweep.ranks import write_ranks
 from hvit_sweeps.sweep.state import (
     Connected,
     Sweep,
@@ -200,6 +202,7 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         ],
         extra_metrics=[model_metric(m) for m in MODEL_METRICS],
         state_tag=TAG_TRIAL_STATE,
+        rank_tag=TAG_RANK,
         curve_metric="val_acc1",
     )
     write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
@@ -212,6 +215,7 @@ def finalize(sweep: Sweep, connected: Connected) -> list[str]:
     counts = trial_counts(study)
     metrics, step = study_summary(study)
     tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+    write_ranks(tracker, study, every=True)
     write_view(sweep, connected.experiment_id)
     from hvit_sweeps.plots import study_figures  # matplotlib: only when a study ends
 

@@ -42,7 +42,6 @@ from hvit_sweeps.keys import (
     TAG_PRUNED_AT,
     TAG_RETRY_OF,
     TAG_STOP_REASON,
-    TAG_TRIAL_STATE,
     TAG_VISUALS,
     VISUALS_DIR,
     best_metric,
@@ -131,11 +130,11 @@ class TrialObjective:
                 result = train(config, callbacks=callbacks, splits=self.splits, best_checkpoint="at_end")
             except KeyboardInterrupt:
                 # Optuna records the trial as FAIL, so `run --resume` runs another in its place.
-                tags = {TAG_FAILURE: "interrupted (Ctrl-C or SIGTERM)", TAG_TRIAL_STATE: "FAIL"}
-                self.sweep.tracker.end_run(run_id, "KILLED", tags=tags)
+                tags = {TAG_FAILURE: "interrupted (Ctrl-C or SIGTERM)"}
+                self.sweep.tracker.end_trial(run_id, trial.number, "INTERRUPTED", tags=tags)
                 raise
             except BaseException as err:
-                self._fail(run_id, err)
+                self._fail(run_id, trial.number, err)
                 raise
             return self._finish(trial, run_id, result, config.checkpoint_path)
 
@@ -174,12 +173,12 @@ class TrialObjective:
             trial.set_user_attr(key, value)
         return run_id
 
-    def _fail(self, run_id: str, err: BaseException) -> None:
+    def _fail(self, run_id: str, number: int, err: BaseException) -> None:
         reason = f"{type(err).__name__}: {err}"[:1000]
         tracker = self.sweep.tracker
         try:
             tracker.log_text(run_id, "".join(traceback.format_exception(err)), FAILURE_FILE)
-            tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+            tracker.end_trial(run_id, number, "FAIL", tags={TAG_FAILURE: reason})
         except Exception:  # noqa: BLE001 - the tracking server is gone too: `run --resume` closes the run
             pass
 
@@ -195,14 +194,13 @@ class TrialObjective:
         tracker.log_metrics(run_id, final, step=result.epochs_run)
         tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
         if result.status != "completed":
-            tags.update({TAG_TRIAL_STATE: "PRUNED", TAG_STOP_REASON: result.reason})
-            tags[TAG_PRUNED_AT] = str(result.epochs_run)
-            tracker.end_run(run_id, "KILLED", tags=tags)
+            tags.update({TAG_STOP_REASON: result.reason, TAG_PRUNED_AT: str(result.epochs_run)})
+            tracker.end_trial(run_id, trial.number, "PRUNED", tags=tags)
             raise optuna.TrialPruned(result.reason)
         values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
-        tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
-        tracker.end_run(run_id, "FINISHED", tags=tags)
+        tags[TAG_CHECKPOINT] = "kept" if kept else "not kept (keep_top_k)"
+        tracker.end_trial(run_id, trial.number, "COMPLETE", tags=tags)
         return values
 
     def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:

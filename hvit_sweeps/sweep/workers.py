@@ -20,6 +20,7 @@ from hvit_sweeps.data import DatasetSplits, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_RUN_ID, ATTR_SURPLUS, FAILURE_FILE, TAG_FAILURE
 from hvit_sweeps.sweep.objective import TrialObjective, log_best_visuals
+from hvit_sweeps.sweep.ranks import write_ranks
 from hvit_sweeps.sweep.state import (
     Connected,
     Sweep,
@@ -105,6 +106,7 @@ def _log_best_so_far(sweep: Sweep, connected: Connected) -> None:
     metrics, step = study_summary(connected.study)
     try:
         sweep.tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+        write_ranks(sweep.tracker, connected.study)  # the view's best-first order
     except Exception as err:
         if not sweep.tracker.reachable():
             raise sweep.tracker.unavailable() from err
