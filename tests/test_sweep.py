@@ -29,6 +29,7 @@ from hvit_sweeps.keys import ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
 from hvit_sweeps.mlflow_view import read_study_view
 from hvit_sweeps.study import load_study
 from hvit_sweeps.sweep import Connected, open_storage
+from hvit_sweeps.sweep.background import wait_for_background
 from hvit_sweeps.sweep.objective import _retry_of
 from hvit_sweeps.sweep.storage import recover_stale_trials, trial_id
 from hvit_sweeps.tracking import Tracker
@@ -62,6 +63,7 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("smoke")
     (cwd / "studies").symlink_to(Path(__file__).resolve().parents[1] / "studies")
     (cwd / "run.out").write_text(ok(hvit("run", "--study", "smoke", "--trials", "4", cwd=cwd)).stdout)
+    wait_for_background(cwd / "mlruns", "smoke")  # plots and visuals are drawn after `run` returns
     return cwd
 
 
@@ -241,6 +243,7 @@ def test_pareto_study_returns_a_pareto_set(workdir: Path) -> None:
     assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)
     ok(result := hvit("best", "--study", "smoke-pareto", cwd=workdir))
     assert "Pareto set" in result.stdout
+    wait_for_background(workdir / "mlruns", "smoke-pareto")
     client = local_client(workdir / "mlruns")
     parent, _ = study_runs(client, "smoke-pareto")
     assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

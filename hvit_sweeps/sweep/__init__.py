@@ -208,8 +208,8 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
     write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
 
 
-def finalize(sweep: Sweep, connected: Connected) -> list[str]:
-    """Log best-so-far metrics and the study plots to the parent run, then close it."""
+def finalize(sweep: Sweep, connected: Connected, *, plots: bool = True) -> list[str]:
+    """Log best-so-far metrics and (unless drawn elsewhere) the study plots to the parent run, then close it."""
     study = connected.study
     tracker = sweep.tracker
     counts = trial_counts(study)
@@ -217,9 +217,9 @@ def finalize(sweep: Sweep, connected: Connected) -> list[str]:
     tracker.log_metrics(connected.parent_run_id, metrics, step=step)
     write_ranks(tracker, study, every=True)
     write_view(sweep, connected.experiment_id)
-    from hvit_sweeps.plots import study_figures  # matplotlib: only when a study ends
+    from hvit_sweeps.sweep.background import log_plots  # matplotlib: only when a study ends
 
-    names = tracker.log_plots(connected.parent_run_id, study_figures(study, sweep.spec))
+    names = log_plots(sweep, connected) if plots else []
     if counts["running"] == 0 and counts["waiting"] == 0:
         tracker.end_run(connected.parent_run_id, "FINISHED")
     return names

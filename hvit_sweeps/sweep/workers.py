@@ -48,6 +48,7 @@ def run_worker(
     timeout: float | None = None,
     display: SweepDisplay | None = None,
     splits: DatasetSplits | None = None,
+    visuals: bool = True,
 ) -> WorkerSummary:
     """Run trials until the study reaches its target, ``max_trials`` or ``timeout``.
 
@@ -89,7 +90,8 @@ def run_worker(
         _log_best_so_far(sweep, connected)
         if display is not None:
             display.refresh(study)
-    log_best_visuals(sweep, connected, splits)
+    if visuals:  # `run` draws them after, in the background
+        log_best_visuals(sweep, connected, splits)
     return WorkerSummary(ran=ran, reason=reason)
 
 
