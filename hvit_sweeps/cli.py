@@ -543,6 +543,22 @@ def _ui_base(tracking_uri: str | None) -> str:
     return tracking_uri if tracking_uri and tracking_uri.startswith("http") else "http://127.0.0.1:5000"
 
 
+def _trials_link(ref: StudyRef, loaded: optuna.Study) -> list[str]:
+    """The line with the study's one trials link (its saved view), as `run` and `ui` print it."""
+    from hvit_sweeps.mlflow_view import study_trials_url, view_key, view_url
+
+    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    if not experiment:
+        return []
+    base = _ui_base(ref.tracking_uri)
+    objective = f"{(loaded.metric_names or ['value'])[0]}:{loaded.directions[0].name.lower()}"
+    try:
+        url = study_trials_url(ref.tracker().client, base, experiment, loaded.study_name, objective)
+    except HvitError:  # the store does not answer now: the view's link, which the sweep wrote
+        url = view_url(base, experiment, view_key(loaded.study_name))
+    return [f"trials, best first: {url}"]
+
+
 def _run_links(trials: list[optuna.trial.FrozenTrial], *, experiment_id: str | None, base: str) -> list[str]:
     """One line per trial: its MLflow run page."""
     from hvit_sweeps.tracking import run_url
@@ -609,7 +625,10 @@ def show(*, ref: StudyRef) -> None:
     console.print(trials_table(trials, title=f"study {loaded.study_name}", metric_names=names))
     console.print(sweep_summary(loaded, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
-    for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
+    for line in [
+        *_trials_link(ref, loaded),
+        *_run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)),
+    ]:
         console.print(line, soft_wrap=True)  # a link must not be folded
 
 
@@ -659,6 +678,8 @@ def best(
     title = "Pareto set" if len(loaded.directions) > 1 else f"best {len(chosen)} of study {loaded.study_name}"
     console.print(trials_table(chosen, title=title, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    for line in _trials_link(ref, loaded):
+        console.print(line, soft_wrap=True)
     for trial, line in zip(
         chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(ref.tracking_uri)), strict=False
     ):

@@ -32,6 +32,7 @@ from hvit_sweeps.tracking import runs_table_url
 __all__ = [
     "StudyView",
     "read_study_view",
+    "study_trials_url",
     "trials_table_url",
     "view_key",
     "view_state",
@@ -179,6 +180,19 @@ def view_url(base_url: str, experiment_id: str, key: str) -> str:
     """
     query = {"workflowType": "machine_learning", VIEW_URL_PARAM: key}
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+
+
+def study_trials_url(client: MlflowClient, base_url: str, experiment_id: str, study_name: str, objective: str) -> str:
+    """The one link to a study's trials: its saved view when the store has one, else the plain table.
+
+    MLflow sends a view link whose key it does not find to the experiment's unfiltered page,
+    so the key is only used once the view is there. ``objective`` as the parent run records
+    it ("val_acc1:maximize").
+    """
+    key = view_key(study_name)
+    if read_study_view(client, experiment_id, key) is not None:
+        return view_url(base_url, experiment_id, key)
+    return trials_table_url(base_url, experiment_id, objective)
 
 
 def trials_table_url(base_url: str, experiment_id: str, objective: str) -> str:

@@ -48,9 +48,10 @@ from hvit_sweeps.keys import (
     model_metric,
     role_filter,
 )
-from hvit_sweeps.study import StudySpec, tracked_metric
+from hvit_sweeps.mlflow_view import study_trials_url
+from hvit_sweeps.study import StudySpec
 from hvit_sweeps.sweep import trial_counts
-from hvit_sweeps.tracking import Tracker, run_url, runs_table_url
+from hvit_sweeps.tracking import Tracker, run_url
 from hvit_sweeps.visuals import download_visuals
 
 __all__ = ["build_report"]
@@ -220,9 +221,13 @@ def _summary_section(facts: _Facts) -> str:
     direction = facts.study.directions[0].name.lower()
     links = [
         _link(
-            runs_table_url(
-                facts.link_base, facts.experiment_id, order_by=tracked_metric(first), ascending=direction == "minimize"
-            ),
+            study_trials_url(
+                facts.tracker.client,
+                facts.link_base,
+                facts.experiment_id,
+                facts.study.study_name,
+                f"{first}:{direction}",
+            ),  # fmt: skip
             "all trials in MLflow, best first",
         ),
         _link(run_url(facts.link_base, facts.experiment_id, facts.parent.info.run_id), "the study's parent run"),

@@ -118,7 +118,7 @@ def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> 
     # The link opens the study's saved view; the view holds the filter and the sort.
     assert fragment_query(trials_link) == {"workflowType": "machine_learning", "viewStateShareKey": "hvit-smoke"}
     view = read_study_view(client, parent.info.experiment_id, "hvit-smoke")
-    assert view is not None and view["orderByKey"] == "metrics.`best/val_acc1`"  # smoke maximises val_acc1
+    assert view is not None and view["orderByKey"] == "tags.`hvit.rank`"  # best first: complete, then pruned
     study_link = out.split("study run (plots, best so far): ")[1].split("\n")[0]
     route = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/"
     linked = study_link.split(route)[1].split("?")[0]
@@ -187,6 +187,9 @@ def test_show_lists_every_trial(smoke_sweep: Path) -> None:
     # `show` prints one row per trial with its state.
     ok(result := hvit("show", "--study", "smoke", cwd=smoke_sweep))
     assert result.stdout.count("COMPLETE") + result.stdout.count("PRUNED") >= 4
+    # One link to the trials, the saved view, as `run` prints it.
+    trials_link = result.stdout.split("trials, best first: ")[1].split("\n")[0]
+    assert fragment_query(trials_link)["viewStateShareKey"] == "hvit-smoke"
 
 
 @pytest.mark.slow
