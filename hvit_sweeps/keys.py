@@ -42,6 +42,7 @@ __all__ = [
     "TAG_HOST",
     "TAG_NOTES",
     "TAG_PRUNED_AT",
+    "TAG_IMPORTANCE_NOTE",
     "TAG_RANK",
     "TAG_REGISTERED",
     "TAG_RETRY_OF",
@@ -63,6 +64,7 @@ __all__ = [
     "best_metric",
     "rank_tag_value",
     "trial_run_name",
+    "importance_metric",
     "model_metric",
     "study_metric",
     "plot_artifact",
@@ -110,6 +112,7 @@ TAG_DATASET = "hvit.dataset"
 TAG_DATASET_HASH = "hvit.dataset_hash"
 TAG_HOST = "hvit.host"
 TAG_VISUALS = "hvit.visuals"  # logged, or why not
+TAG_IMPORTANCE_NOTE = "hvit.importance_note"  # on the parent run: how many trials the importances rest on
 TAG_RANK = "hvit.rank"  # "000001" for the best trial: the saved view sorts by it (a tag: no chart, string order)
 
 # How a trial's end shows in MLflow, by the TAG_TRIAL_STATE it gets: (run status, run-name suffix).
@@ -159,6 +162,11 @@ def best_metric(metric: str) -> str:
 def model_metric(name: str) -> str:
     """A trial run's size figure: ``model/params_m``, ``model/flops_m``, ..."""
     return f"model/{name}"
+
+
+def importance_metric(param: str) -> str:
+    """A parent run's importance of one searched parameter: ``importance/optim.lr``."""
+    return f"importance/{param}"
 
 
 def study_metric(name: str) -> str:

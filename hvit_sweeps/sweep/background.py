@@ -105,9 +105,11 @@ def _main(job: dict[str, Any]) -> None:
 
 
 def log_plots(sweep: Any, connected: Any) -> list[str]:
-    """The study plots on the parent run (matplotlib: imported only here)."""
+    """The study plots and parameter importances on the parent run (matplotlib: imported only here)."""
     from hvit_sweeps.plots import study_figures
+    from hvit_sweeps.sweep.importance import log_importance
 
+    log_importance(sweep.tracker, connected.study, connected.parent_run_id)
     return list(sweep.tracker.log_plots(connected.parent_run_id, study_figures(connected.study, sweep.spec)))
 
 
