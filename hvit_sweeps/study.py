@@ -307,6 +307,13 @@ class StudySpec(_Strict):
         """
         return {**{name: HP_NOT_APPLICABLE for name in self.param_names()}, **sampled}
 
+    def charted_summaries(self) -> set[str]:
+        """The one-point trial figures kept as MLflow metrics: what the view sorts and shows, and the report reads."""
+        return {tracked_metric(o.metric) for o in self.objectives} | {
+            best_metric("val_acc1"),
+            *(model_metric(m) for m in MODEL_METRICS),
+        }
+
     def grid_space(self) -> dict[str, list[Any]] | None:
         grid: dict[str, list[Any]] = {}
         for path, param in self.space.items():

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -258,6 +258,16 @@ class Tracker:
         """
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_summary(self, run_id: str, values: Mapping[str, float], *, charted: Collection[str], step: int) -> None:
+        """A trial's one-point figures: those in ``charted`` as metrics, the rest as params of the same name.
+
+        Every metric gets a chart on the run page, before the per-epoch curves; a one-point
+        chart says nothing. The table's sort and columns need the objectives, best/val_acc1
+        and the model's size as metrics; the others read as well in the params table.
+        """
+        self.log_metrics(run_id, {k: v for k, v in values.items() if k in charted}, step=step)
+        self.log_params(run_id, {k: f"{v:.6g}" for k, v in values.items() if k not in charted})
 
     def end_run(self, run_id: str, status: str, *, tags: dict[str, str] | None = None) -> None:
         """Tag and close a run: FINISHED, KILLED (pruned or stopped) or FAILED."""

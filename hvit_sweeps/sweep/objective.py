@@ -191,7 +191,7 @@ class TrialObjective:
             best_metric("epoch"): float(result.best_epoch),
             **result.test_metrics,
         }
-        tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tracker.log_summary(run_id, final, charted=self.sweep.spec.charted_summaries(), step=result.epochs_run)
         tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
         if result.status != "completed":
             tags.update({TAG_STOP_REASON: result.reason, TAG_PRUNED_AT: str(result.epochs_run)})
