@@ -7,8 +7,9 @@ cannot be drawn yet is skipped with its reason rather than failing the study.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import matplotlib
@@ -33,7 +34,6 @@ __all__ = ["axis_name", "interactive_figures", "study_figures"]
 PLOT_PARALLEL = "parallel_coordinate"
 # Viridis without its palest fifth: dark at both ends of the scale, so every line shows on white.
 _MPL_SCALE = ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.8, 256)), name="viridis_dark")
-_PLOTLY_SCALE = [[0.0, "#440154"], [0.25, "#3b528b"], [0.5, "#21918c"], [0.75, "#5ec962"], [1.0, "#a0da39"]]
 
 
 def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
@@ -57,7 +57,8 @@ def interactive_figures(study: optuna.Study, spec: StudySpec, height: int = 460)
 
     figures = {}
     for name, draw in _plan(study, spec, plotly_vis).items():
-        figure = _try_draw(draw)
+        with _plotly_scale() if name == PLOT_PARALLEL else contextlib.nullcontext():
+            figure = _try_draw(draw)
         if figure is None:
             continue
         # A fixed height: plotly's default of "100%" of a grid cell with no height is zero.
@@ -68,8 +69,6 @@ def interactive_figures(study: optuna.Study, spec: StudySpec, height: int = 460)
             figure.update_xaxes(tickformat="d", dtick=1 if _few_steps(study) else None)
         if name == PLOT_INTERMEDIATE:  # one line per trial: say which is which
             figure.update_layout(showlegend=True, legend_title_text="trial")
-        if name == PLOT_PARALLEL:  # Optuna's blues fade to white at the low end
-            figure.update_traces(line_colorscale=_PLOTLY_SCALE, selector={"type": "parcoords"})
         figures[name] = figure
     return figures
 
@@ -128,7 +127,12 @@ def _every_param(study: optuna.Study) -> optuna.Study:
     for trial in trials:
         for name, dist in trial.distributions.items():
             widest.setdefault(name, _with_zero(dist))
-    copy = optuna.create_study(directions=study.directions)
+    quiet = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" on stderr
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(quiet)
     for trial in trials:
         absent = [n for n in names - set(trial.params) if _holds_zero(widest[n])]
         distributions = {**{n: widest[n] for n in absent}, **{n: _with_zero(d) for n, d in trial.distributions.items()}}
@@ -152,6 +156,22 @@ def _with_zero(dist: BaseDistribution) -> BaseDistribution:
 
 def _holds_zero(dist: BaseDistribution) -> bool:
     return isinstance(dist, (IntDistribution, FloatDistribution)) and dist._contains(HP_NOT_APPLICABLE)
+
+
+@contextlib.contextmanager
+def _plotly_scale() -> Iterator[None]:
+    """Optuna's plotly parallel coordinates colour each line from its module's COLOR_SCALE ("Blues",
+    white at the low end); it has no argument for it, so the scale is swapped for the one draw."""
+    import plotly.colors
+    from optuna.visualization import _parallel_coordinate as module
+
+    saved = module.COLOR_SCALE
+    scale = plotly.colors.sequential.Viridis[:8]  # without the palest greens and yellow
+    module.COLOR_SCALE = [f"rgb{plotly.colors.hex_to_rgb(c)}" for c in scale]
+    try:
+        yield
+    finally:
+        module.COLOR_SCALE = saved
 
 
 def _visible_colours(axes: Any) -> Any:

@@ -246,7 +246,7 @@ def _best_text(facts: _Facts) -> str:
     if len(facts.study.directions) > 1:
         return f"Pareto set of {len(facts.best)} trial(s)"
     trial = facts.best[0]
-    return f"{facts.metric_names[0]} = {_fmt(trial.values[0])} (trial {trial.number})"
+    return f"{facts.metric_names[0]} = {_metric(facts.metric_names[0], trial.values[0])} (trial {trial.number})"
 
 
 def _best_section(facts: _Facts) -> str:
@@ -261,7 +261,7 @@ def _best_section(facts: _Facts) -> str:
             (
                 rank,
                 trial.number,
-                *(_fmt(v) for v in trial.values),
+                *(_metric(name, v) for name, v in zip(names, trial.values, strict=False)),
                 _fmt(metrics.get(_PARAMS)),
                 _fmt(metrics.get(_FLOPS)),
                 len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
@@ -442,6 +442,13 @@ def _link(url: str, text: str) -> str:
 
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
+
+
+def _metric(name: str, value: Any) -> str:
+    """An objective's value as the CLI writes it: accuracies as percentages (11.00%, not 0.11)."""
+    from hvit_sweeps.console import format_metric
+
+    return format_metric(name, value)
 
 
 def _fmt(value: Any) -> str:
