@@ -333,22 +333,28 @@ def run(
     config_layer: dict[str, Any],
 ) -> None:
     """Run (or extend) an Optuna study; each trial is logged as a nested MLflow run."""
-    from hvit_sweeps.budget import budget_line, parse_budget, settle_budget
-    from hvit_sweeps.console import SweepDashboard, console, sweep_summary
-    from hvit_sweeps.data import load_dataset
-    from hvit_sweeps.interrupt import graceful_interrupts
-    from hvit_sweeps.sweep import close_study_run, connect, finalize, worker_plan
+    from hvit_sweeps.saying import saying
 
-    limit = parse_budget(budget) if budget is not None else None  # checked before anything is created
-    sweep = opts.sweep(config_layer)
+    # The first line comes before the imports, which take seconds (MLflow, torch).
+    with saying(f"run: study {opts.study}: starting (importing MLflow and PyTorch)"):
+        from hvit_sweeps.budget import budget_line, parse_budget, settle_budget
+        from hvit_sweeps.console import SweepDashboard, console, sweep_summary
+        from hvit_sweeps.data import load_dataset
+        from hvit_sweeps.interrupt import graceful_interrupts
+        from hvit_sweeps.sweep import close_study_run, connect, finalize, worker_plan
+        from hvit_sweeps.sweep.background import start_background
+
+        limit = parse_budget(budget) if budget is not None else None  # checked before anything is created
+        sweep = opts.sweep(config_layer)
     gpus, per_gpu = _packing(sweep, devices.split(",") if devices else None, trials_per_gpu, workers=workers)
     plans = worker_plan(workers=workers, devices=gpus, trials_per_gpu=per_gpu)
     # Check the data before creating anything: a study is never bound to data it could not load.
-    console.print(f"loading data: {sweep.base_config.data.dataset}")
-    splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
+    with saying(f"loading data: {sweep.base_config.data.dataset}"):
+        splits = load_dataset(sweep.base_config.data, seed=sweep.base_config.seed)
     add = None if resume else (trials if trials is not None else sweep.spec.trials)
-    connected = connect(sweep, add_trials=add, workers=len(plans))
-    settle_budget(connected.study, limit)
+    with saying("opening the study and its MLflow runs"):
+        connected = connect(sweep, add_trials=add, workers=len(plans))
+        settle_budget(connected.study, limit)
     console.print(_sweep_banner(sweep, connected, len(plans)))
     if limit is not None:
         console.print(f"budget: {limit.describe()}, from now, across every worker of the study")
@@ -373,11 +379,22 @@ def run(
     except BaseException:
         close_study_run(sweep, connected, "FAILED")
         raise
-    finalize(sweep, connected)
+    finalize(sweep, connected, plots=False)
     console.print(sweep_summary(connected.study, metric_names=names))
     if (line := budget_line(connected.study)) is not None:
         console.print(line)
     console.print(_tracking_hint(sweep, connected), soft_wrap=True)  # links must not be folded
+    # Off the critical path: `best --export` and `report` wait for it, and say so.
+    log = start_background(
+        spec_path=sweep.spec_path, study_name=sweep.study_name, storage_url=sweep.storage_url,
+        tracking_uri=sweep.tracking_uri, root=sweep.root, cli=sweep.cli,
+    )  # fmt: skip
+    what = f"the best {min(sweep.spec.keep_top_k or 5, connected.target)} trials' visuals" if sweep.spec.visuals else ""
+    console.print(
+        f"drawing the study plots{' and ' + what if what else ''} in the background, at low priority "
+        f"(`best --export` and `report` wait for them; log: {log})",
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -481,7 +498,7 @@ def _run_trials(
 
     dash.refresh(connected.study)
     if len(plans) == 1 and not plans[0]:
-        run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits)
+        run_worker(sweep, connected, timeout=timeout, display=dash, splits=splits, visuals=False)  # drawn after
         return
     log_dir = sweep.root / "logs" / sweep.study_name
     args = _worker_args(sweep, timeout=timeout)
@@ -545,6 +562,22 @@ def _tracking_hint(sweep: Sweep, connected: Connected) -> str:
 def _ui_base(tracking_uri: str | None) -> str:
     """The MLflow UI's address: the tracking server's, or where `hvit-sweep ui` serves the embedded store."""
     return tracking_uri if tracking_uri and tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+
+
+def _trials_link(ref: StudyRef, loaded: optuna.Study) -> list[str]:
+    """The line with the study's one trials link (its saved view), as `run` and `ui` print it."""
+    from hvit_sweeps.mlflow_view import study_trials_url, view_key, view_url
+
+    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    if not experiment:
+        return []
+    base = _ui_base(ref.tracking_uri)
+    objective = f"{(loaded.metric_names or ['value'])[0]}:{loaded.directions[0].name.lower()}"
+    try:
+        url = study_trials_url(ref.tracker().client, base, experiment, loaded.study_name, objective)
+    except HvitError:  # the store does not answer now: the view's link, which the sweep wrote
+        url = view_url(base, experiment, view_key(loaded.study_name))
+    return [f"trials, best first: {url}"]
 
 
 def _run_links(trials: list[optuna.trial.FrozenTrial], *, experiment_id: str | None, base: str) -> list[str]:
@@ -631,7 +664,10 @@ def show(*, ref: StudyRef) -> None:
     if (confirmed := stored_confirmation(loaded)) is not None:
         console.print(confirmation_table(confirmed))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
-    for line in _run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)):
+    for line in [
+        *_trials_link(ref, loaded),
+        *_run_links(trials, experiment_id=experiment, base=_ui_base(ref.tracking_uri)),
+    ]:
         console.print(line, soft_wrap=True)  # a link must not be folded
 
 
@@ -689,6 +725,10 @@ def best(
             trial_number=confirmed.winner if confirmed else None,
         )
         return
+    if export is not None:
+        from hvit_sweeps.sweep.background import wait_for_background
+
+        wait_for_background(ref.root, loaded.study_name)  # the visuals that `run` draws after its trials
     chosen = best_trials(loaded, top=top)
     if confirmed is not None:
         console.print(confirmation_table(confirmed))
@@ -700,6 +740,8 @@ def best(
     title = "Pareto set" if len(loaded.directions) > 1 else f"best {len(chosen)} of study {loaded.study_name}"
     console.print(trials_table(chosen, title=title, metric_names=names))
     experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    for line in _trials_link(ref, loaded):
+        console.print(line, soft_wrap=True)
     for trial, line in zip(
         chosen, _run_links(chosen, experiment_id=experiment, base=_ui_base(ref.tracking_uri)), strict=False
     ):
@@ -814,8 +856,10 @@ def report(
     """Write one self-contained HTML page for a study: summary, best trials, plots and visuals."""
     from hvit_sweeps.console import console
     from hvit_sweeps.report import build_report
+    from hvit_sweeps.sweep.background import wait_for_background
 
     loaded = ref.load()
+    wait_for_background(ref.root, loaded.study_name)  # the visuals and plots that `run` draws after its trials
     out = out or Path(f"report-{loaded.study_name}.html")
     path = build_report(loaded, tracker=ref.tracker(), out=out, top=top, interactive=interactive)
     console.print(f"report: {path}")
@@ -855,6 +899,15 @@ def ui(
     port: Annotated[int, Opt(help="Port on 127.0.0.1.")] = 5000,
 ) -> None:
     """Open the MLflow UI on the embedded store under --root; Ctrl-C stops it."""
+    import contextlib
+    import signal
+
+    from hvit_sweeps.saying import saying
+
+    # A shell starts a `&` job with SIGINT ignored, and Python keeps that: restore Ctrl-C / kill -INT.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    waiting = contextlib.ExitStack()
+    waiting.enter_context(saying(f"starting MLflow UI on http://127.0.0.1:{port} (about 15 s)"))
     from mlflow import MlflowClient
 
     from hvit_sweeps.console import console
@@ -862,10 +915,13 @@ def ui(
     from hvit_sweeps.ui import LOG_FILE, serve_ui, study_links
 
     def ready(base: str) -> None:
+        waiting.close()
         for name, trials, study_run in study_links(MlflowClient(default_tracking_uri(root)), base):
             console.print(
                 f"{name}\n  trials, best first: {trials}\n  study run (plots, best so far): {study_run}", soft_wrap=True
             )
         console.print(f"MLflow UI at {base} (log: {root / LOG_FILE}); Ctrl-C stops it")
 
-    raise typer.Exit(serve_ui(root, port, on_ready=ready))
+    with waiting:  # closed on ready, or on an error before it
+        code = serve_ui(root, port, on_ready=ready)
+    raise typer.Exit(code)

@@ -173,7 +173,7 @@ class DataConfig(_Strict):
     batch_size: int = Field(128, ge=1, description="Samples per batch.")
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes (cpu loader only).")
     loader: Literal["auto", "cpu", "device"] = Field(
-        "auto", description="Where batches are built: cpu workers, the device, or auto (device on CUDA)."
+        "auto", description="Where batches are built: cpu workers, the device, or auto (device on CUDA and CPU)."
     )
     augment: Literal["none", "basic", "trivialaugment", "randaugment"] = Field(
         "basic", description="Train augmentation: none, basic (crop+flip), or basic plus TrivialAugment/RandAugment."

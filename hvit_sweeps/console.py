@@ -228,12 +228,14 @@ _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING
 
 
 def trial_values(trial: FrozenTrial, metric_names: list[str]) -> str:
-    """The trial's objective values; while it runs, its last reported value, marked with its epoch."""
+    """The trial's objective values; else its last reported value, marked with its epoch and why it has no more."""
     if not trial.values:
         last = max(trial.intermediate_values) if trial.intermediate_values else None
         if last is None:
             return ""
-        return f"{format_metric(metric_names[0], trial.intermediate_values[last])} at epoch {last} (running)"
+        # A FAIL trial was interrupted or failed: it is not running, whatever its last report says.
+        why = {TrialState.RUNNING: "running", TrialState.PRUNED: "pruned"}.get(trial.state, "then stopped")
+        return f"{format_metric(metric_names[0], trial.intermediate_values[last])} at epoch {last} ({why})"
     return ", ".join(format_metric(name, v) for name, v in zip(metric_names, trial.values, strict=False))
 
 

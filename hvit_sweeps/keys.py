@@ -45,6 +45,8 @@ __all__ = [
     "TAG_HOST",
     "TAG_NOTES",
     "TAG_PRUNED_AT",
+    "TAG_IMPORTANCE_NOTE",
+    "TAG_RANK",
     "TAG_REGISTERED",
     "TAG_RETRY_OF",
     "TAG_SOURCE_RUN",
@@ -58,9 +60,14 @@ __all__ = [
     "TAG_TRIAL_STATE",
     "TAG_VISUALS",
     "TRACKING_DB",
+    "TRIAL_RUN_ENDS",
+    "HP_NOT_APPLICABLE",
     "HP_PREFIX",
     "VISUALS_DIR",
     "best_metric",
+    "rank_tag_value",
+    "trial_run_name",
+    "importance_metric",
     "model_metric",
     "study_metric",
     "plot_artifact",
@@ -111,6 +118,18 @@ TAG_DATASET_HASH = "hvit.dataset_hash"
 TAG_HOST = "hvit.host"
 TAG_VISUALS = "hvit.visuals"  # logged, or why not
 TAG_COST_BASIS = "hvit.cost_basis"  # how cost/device_seconds was counted on the run's device
+TAG_IMPORTANCE_NOTE = "hvit.importance_note"  # on the parent run: how many trials the importances rest on
+TAG_RANK = "hvit.rank"  # "000001" for the best trial: the saved view sorts by it (a tag: no chart, string order)
+
+# How a trial's end shows in MLflow, by the TAG_TRIAL_STATE it gets: (run status, run-name suffix).
+# A pruned trial ended as designed, so FINISHED like a complete one; its name says "pruned" in the
+# table's first column. KILLED is kept for a stop from outside (Ctrl-C, SIGTERM), FAILED for errors.
+TRIAL_RUN_ENDS: dict[str, tuple[str, str]] = {
+    "COMPLETE": ("FINISHED", ""),
+    "PRUNED": ("FINISHED", "pruned"),
+    "FAIL": ("FAILED", "failed"),
+    "INTERRUPTED": ("KILLED", "interrupted"),
+}
 
 # -- MLflow params and metrics -----------------------------------------------------------
 
@@ -118,7 +137,23 @@ PARAM_OBJECTIVES = "study.objectives"  # on the parent run: "val_acc1:maximize,p
 
 
 HP_PREFIX = "hp."  # a searched value under its Optuna name: hp.optim.lr, hp.stages.base_width
+# The hp.* value of a parameter a trial did not sample (stages.depth_2 on a 2-stage trial): every
+# trial logs every hp.* key, because MLflow's parallel coordinates drop a run that lacks an axis.
+# 0 sorts below every real value (depths, widths and counts are at least 1, rates above 0) and
+# matches the 0 that model.* params carry for a stage the model lacks.
+HP_NOT_APPLICABLE = 0
 VISUALS_DIR = "visuals"  # per-trial pictures: confusion matrix, per-class accuracy, ...
+
+
+def trial_run_name(number: int, state: str = "RUNNING") -> str:
+    """A trial run's name: ``trial-6``, or ``trial-6 pruned`` once it ended other than complete."""
+    suffix = TRIAL_RUN_ENDS.get(state, ("", ""))[1]
+    return f"trial-{number} {suffix}" if suffix else f"trial-{number}"
+
+
+def rank_tag_value(rank: int) -> str:
+    """Zero-padded, so that MLflow's string sort of a tag is the numeric order."""
+    return f"{rank:06d}"
 
 
 def best_metric(metric: str) -> str:
@@ -133,6 +168,11 @@ def best_metric(metric: str) -> str:
 def model_metric(name: str) -> str:
     """A trial run's size figure: ``model/params_m``, ``model/flops_m``, ..."""
     return f"model/{name}"
+
+
+def importance_metric(param: str) -> str:
+    """A parent run's importance of one searched parameter: ``importance/optim.lr``."""
+    return f"importance/{param}"
 
 
 def study_metric(name: str) -> str:

@@ -32,6 +32,7 @@ from hvit_sweeps.tracking import runs_table_url
 __all__ = [
     "StudyView",
     "read_study_view",
+    "study_trials_url",
     "trials_table_url",
     "view_key",
     "view_state",
@@ -60,6 +61,8 @@ class StudyView:
         state_tag: The run tag holding the trial's state (complete, pruned, failed, running).
         curve_metric: The per-epoch metric drawn as one line per trial.
         cost_metric: A measured cost, charted against the first objective (one point per trial).
+        rank_tag: A run tag holding each trial's zero-padded place, best first; the table sorts by it
+            when given (complete before pruned, ties by trial number), else by the first objective.
         search_filter: MLflow search filter of the runs listed: the study's trial runs.
     """
 
@@ -71,6 +74,7 @@ class StudyView:
     state_tag: str | None = None
     curve_metric: str | None = None
     cost_metric: str | None = None
+    rank_tag: str | None = None
     search_filter: str = role_filter(ROLE_TRIAL)
 
 
@@ -89,13 +93,13 @@ def view_state(view: StudyView) -> dict[str, Any]:
     columns = [
         # dict.fromkeys: an objective may also be an extra metric (model/params_m), shown once.
         *(_column("metrics", key) for key in dict.fromkeys((*view.objectives, *view.extra_metrics))),
-        *([_column("tags", view.state_tag)] if view.state_tag else []),
+        *(_column("tags", tag) for tag in (view.state_tag, view.rank_tag) if tag),
         *(_column("params", key) for key in view.param_keys),
     ]
     return {
         "searchFilter": view.search_filter,
-        "orderByKey": _column("metrics", view.objectives[0]),
-        "orderByAsc": view.ascending,
+        "orderByKey": _column("tags", view.rank_tag) if view.rank_tag else _column("metrics", view.objectives[0]),
+        "orderByAsc": True if view.rank_tag else view.ascending,
         "selectedColumns": columns,
         "runsHiddenMode": "SHOW_ALL",  # the default charts only the first 10 runs
         "compareRunCharts": _charts(view),
@@ -190,6 +194,19 @@ def view_url(base_url: str, experiment_id: str, key: str) -> str:
     """
     query = {"workflowType": "machine_learning", VIEW_URL_PARAM: key}
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+
+
+def study_trials_url(client: MlflowClient, base_url: str, experiment_id: str, study_name: str, objective: str) -> str:
+    """The one link to a study's trials: its saved view when the store has one, else the plain table.
+
+    MLflow sends a view link whose key it does not find to the experiment's unfiltered page,
+    so the key is only used once the view is there. ``objective`` as the parent run records
+    it ("val_acc1:maximize").
+    """
+    key = view_key(study_name)
+    if read_study_view(client, experiment_id, key) is not None:
+        return view_url(base_url, experiment_id, key)
+    return trials_table_url(base_url, experiment_id, objective)
 
 
 def trials_table_url(base_url: str, experiment_id: str, objective: str) -> str:

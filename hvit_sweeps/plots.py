@@ -7,8 +7,9 @@ cannot be drawn yet is skipped with its reason rather than failing the study.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import matplotlib
@@ -16,22 +17,31 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never open a window, even on a desktop
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState  # noqa: E402
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution  # noqa: E402
+from optuna.trial import FrozenTrial, TrialState, create_trial  # noqa: E402
 from optuna.visualization import matplotlib as vis  # noqa: E402
 
-from hvit_sweeps.keys import PLOT_HISTORY, PLOT_INTERMEDIATE  # noqa: E402
+from hvit_sweeps.keys import HP_NOT_APPLICABLE, PLOT_HISTORY, PLOT_INTERMEDIATE  # noqa: E402
 from hvit_sweeps.study import StudySpec  # noqa: E402
 
-__all__ = ["interactive_figures", "study_figures"]
+__all__ = ["axis_name", "interactive_figures", "study_figures"]
+
+PLOT_PARALLEL = "parallel_coordinate"
+# Viridis without its palest fifth: dark at both ends of the scale, so every line shows on white.
+_MPL_SCALE = ListedColormap(plt.get_cmap("viridis")(np.linspace(0.0, 0.8, 256)), name="viridis_dark")
 
 
 def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     """Name -> matplotlib figure for every plot this study's trials allow (PNG artifacts, the report without plotly)."""
     decorate: dict[str, Callable[[Any], Any]] = {
         PLOT_HISTORY: _integer_x,
-        PLOT_INTERMEDIATE: lambda axes: _relabel(axes, xlabel="Epoch", ylabel=spec.objectives[0].metric),
+        PLOT_INTERMEDIATE: lambda axes: _relabel(axes, xlabel="Epoch", ylabel=axis_name(spec.objectives[0].metric)),
+        PLOT_PARALLEL: _visible_colours,
     }
     figures = {}
     for name, draw in _plan(study, spec, vis).items():
@@ -47,15 +57,18 @@ def interactive_figures(study: optuna.Study, spec: StudySpec, height: int = 460)
 
     figures = {}
     for name, draw in _plan(study, spec, plotly_vis).items():
-        figure = _try_draw(draw)
+        with _plotly_scale() if name == PLOT_PARALLEL else contextlib.nullcontext():
+            figure = _try_draw(draw)
         if figure is None:
             continue
         # A fixed height: plotly's default of "100%" of a grid cell with no height is zero.
         figure.update_layout(height=height, margin={"l": 60, "r": 20, "t": 50, "b": 50})
         if name == PLOT_INTERMEDIATE:
-            figure.update_layout(xaxis_title="Epoch", yaxis_title=spec.objectives[0].metric)
+            figure.update_layout(xaxis_title="Epoch", yaxis_title=axis_name(spec.objectives[0].metric))
         if name in (PLOT_HISTORY, PLOT_INTERMEDIATE):
             figure.update_xaxes(tickformat="d", dtick=1 if _few_steps(study) else None)
+        if name == PLOT_INTERMEDIATE:  # one line per trial: say which is which
+            figure.update_layout(showlegend=True, legend_title_text="trial")
         figures[name] = figure
     return figures
 
@@ -72,13 +85,18 @@ def _plan(study: optuna.Study, spec: StudySpec, backend: Any) -> dict[str, Calla
         def target(trial: FrozenTrial) -> float:
             return trial.values[0]
 
+    filled = _every_param(study)
     plots: dict[str, Callable[[], Any]] = {
-        PLOT_HISTORY: lambda: backend.plot_optimization_history(study, target=target, target_name=first.metric),
-        "parallel_coordinate": lambda: backend.plot_parallel_coordinate(study, target=target, target_name=first.metric),
+        PLOT_HISTORY: lambda: backend.plot_optimization_history(
+            study, target=target, target_name=axis_name(first.metric)
+        ),
+        PLOT_PARALLEL: lambda: backend.plot_parallel_coordinate(
+            filled, target=target, target_name=axis_name(first.metric)
+        ),
     }
     if len(complete) >= 2:
         plots["param_importances"] = lambda: backend.plot_param_importances(
-            study, target=target, target_name=first.metric
+            study, target=target, target_name=axis_name(first.metric)
         )
     if spec.multi_objective:
         names = [o.metric for o in spec.objectives]
@@ -86,6 +104,84 @@ def _plan(study: optuna.Study, spec: StudySpec, backend: Any) -> dict[str, Calla
     else:
         plots[PLOT_INTERMEDIATE] = lambda: backend.plot_intermediate_values(study)
     return plots
+
+
+def axis_name(metric: str) -> str:
+    """A metric's axis title; accuracies say their unit, since the CLI prints them as percentages."""
+    return f"{metric} (fraction: 0.11 = 11%)" if "acc" in metric else metric
+
+
+def _every_param(study: optuna.Study) -> optuna.Study:
+    """An in-memory copy of the finished trials in which every trial has every parameter.
+
+    Optuna's parallel coordinates put a parameter a trial did not sample (``stages.depth_1``
+    of a 1-stage trial) on a "None" tick among the numbers; here it is HP_NOT_APPLICABLE (0),
+    as in MLflow, on a numeric axis widened to hold it. A log-scaled parameter cannot hold 0
+    and keeps Optuna's behaviour.
+    """
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    names = {name for t in trials for name in t.params}
+    if all(set(t.params) == names for t in trials):
+        return study
+    widest: dict[str, BaseDistribution] = {}
+    for trial in trials:
+        for name, dist in trial.distributions.items():
+            widest.setdefault(name, _with_zero(dist))
+    quiet = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not "A new study created in memory" on stderr
+    try:
+        copy = optuna.create_study(directions=study.directions)
+    finally:
+        optuna.logging.set_verbosity(quiet)
+    for trial in trials:
+        absent = [n for n in names - set(trial.params) if _holds_zero(widest[n])]
+        distributions = {**{n: widest[n] for n in absent}, **{n: _with_zero(d) for n, d in trial.distributions.items()}}
+        params = {**dict.fromkeys(absent, HP_NOT_APPLICABLE), **trial.params}
+        copy.add_trial(
+            create_trial(
+                state=trial.state, values=trial.values, params=params, distributions=distributions,
+                intermediate_values=trial.intermediate_values,
+            )
+        )  # fmt: skip
+    return copy
+
+
+def _with_zero(dist: BaseDistribution) -> BaseDistribution:
+    if isinstance(dist, IntDistribution) and not dist.log and dist.step == 1 and dist.low > 0:
+        return IntDistribution(0, dist.high)
+    if isinstance(dist, FloatDistribution) and not dist.log and dist.step is None and dist.low > 0:
+        return FloatDistribution(0.0, dist.high)
+    return dist
+
+
+def _holds_zero(dist: BaseDistribution) -> bool:
+    return isinstance(dist, (IntDistribution, FloatDistribution)) and dist._contains(HP_NOT_APPLICABLE)
+
+
+@contextlib.contextmanager
+def _plotly_scale() -> Iterator[None]:
+    """Optuna's plotly parallel coordinates colour each line from its module's COLOR_SCALE ("Blues",
+    white at the low end); it has no argument for it, so the scale is swapped for the one draw."""
+    import plotly.colors
+    from optuna.visualization import _parallel_coordinate as module
+
+    saved = module.COLOR_SCALE
+    scale = plotly.colors.sequential.Viridis[:8]  # without the palest greens and yellow
+    module.COLOR_SCALE = [f"rgb{plotly.colors.hex_to_rgb(c)}" for c in scale]
+    try:
+        yield
+    finally:
+        module.COLOR_SCALE = saved
+
+
+def _visible_colours(axes: Any) -> Any:
+    """Optuna's "Blues" fades to white at the low end, so low-value lines vanished on white."""
+    for collection in axes.collections:
+        if isinstance(collection, LineCollection):
+            reverse = collection.get_cmap().name.endswith("_r")
+            collection.set_cmap(_MPL_SCALE.reversed() if reverse else _MPL_SCALE)
+            collection.set_linewidth(1.4)
+    return axes
 
 
 def _few_steps(study: optuna.Study) -> bool:

@@ -50,9 +50,10 @@ from hvit_sweeps.keys import (
     model_metric,
     role_filter,
 )
-from hvit_sweeps.study import StudySpec, tracked_metric
+from hvit_sweeps.mlflow_view import study_trials_url
+from hvit_sweeps.study import StudySpec
 from hvit_sweeps.sweep import trial_counts
-from hvit_sweeps.tracking import Tracker, run_url, runs_table_url
+from hvit_sweeps.tracking import Tracker, run_url
 from hvit_sweeps.visuals import download_visuals
 
 __all__ = ["build_report"]
@@ -224,9 +225,13 @@ def _summary_section(facts: _Facts) -> str:
     direction = facts.study.directions[0].name.lower()
     links = [
         _link(
-            runs_table_url(
-                facts.link_base, facts.experiment_id, order_by=tracked_metric(first), ascending=direction == "minimize"
-            ),
+            study_trials_url(
+                facts.tracker.client,
+                facts.link_base,
+                facts.experiment_id,
+                facts.study.study_name,
+                f"{first}:{direction}",
+            ),  # fmt: skip
             "all trials in MLflow, best first",
         ),
         _link(run_url(facts.link_base, facts.experiment_id, facts.parent.info.run_id), "the study's parent run"),
@@ -245,7 +250,7 @@ def _best_text(facts: _Facts) -> str:
     if len(facts.study.directions) > 1:
         return f"Pareto set of {len(facts.best)} trial(s)"
     trial = facts.best[0]
-    return f"{facts.metric_names[0]} = {_fmt(trial.values[0])} (trial {trial.number})"
+    return f"{facts.metric_names[0]} = {_metric(facts.metric_names[0], trial.values[0])} (trial {trial.number})"
 
 
 def _best_section(facts: _Facts) -> str:
@@ -260,7 +265,7 @@ def _best_section(facts: _Facts) -> str:
             (
                 rank,
                 trial.number,
-                *(_fmt(v) for v in trial.values),
+                *(_metric(name, v) for name, v in zip(names, trial.values, strict=False)),
                 _fmt(metrics.get(_PARAMS)),
                 _fmt(metrics.get(_FLOPS)),
                 len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
@@ -473,6 +478,13 @@ def _link(url: str, text: str) -> str:
 
 def _e(text: str) -> str:
     return html.escape(text, quote=True)
+
+
+def _metric(name: str, value: Any) -> str:
+    """An objective's value as the CLI writes it: accuracies as percentages (11.00%, not 0.11)."""
+    from hvit_sweeps.console import format_metric
+
+    return format_metric(name, value)
 
 
 def _fmt(value: Any) -> str:

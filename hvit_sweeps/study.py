@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -32,9 +32,9 @@ from hvit_sweeps.config import (
     has_field,
     max_stages,
 )
-from hvit_sweeps.cost import cost_metric
+from hvit_sweeps.cost import VIEW_COST_METRICS, cost_metric
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import best_metric, model_metric
+from hvit_sweeps.keys import HP_NOT_APPLICABLE, best_metric, model_metric
 
 if TYPE_CHECKING:
     from hvit_sweeps.data import DatasetInfo
@@ -365,6 +365,23 @@ class StudySpec(_Strict):
     def param_names(self) -> list[str]:
         """The Optuna parameter names a trial of this study may sample, in file order."""
         return [*self.space, *self._stage_params()]
+
+    def tracked_params(self, sampled: Mapping[str, Any]) -> dict[str, Any]:
+        """A trial's values for every parameter of the study: those it did not sample are HP_NOT_APPLICABLE.
+
+        A 1-stage trial samples no ``stages.depth_1``; logging the same keys for every
+        trial keeps it on MLflow's parallel-coordinates chart, which drops a run that
+        lacks an axis.
+        """
+        return {**{name: HP_NOT_APPLICABLE for name in self.param_names()}, **sampled}
+
+    def charted_summaries(self) -> set[str]:
+        """The one-point trial figures kept as MLflow metrics: what the view sorts and shows, and the report reads."""
+        return {tracked_metric(o.metric) for o in self.objectives} | {
+            best_metric("val_acc1"),
+            *(model_metric(m) for m in MODEL_METRICS),
+            *VIEW_COST_METRICS,  # the view's cost columns and chart, and the report's cost axes
+        }
 
     def grid_space(self) -> dict[str, list[Any]] | None:
         grid: dict[str, list[Any]] = {}

@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -51,8 +51,10 @@ from hvit_sweeps.keys import (
     TAG_TRIAL_NUMBER,
     TAG_TRIAL_STATE,
     TRACKING_DB,
+    TRIAL_RUN_ENDS,
     plot_artifact,
     role_filter,
+    trial_run_name,
 )
 
 __all__ = ["Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
@@ -235,7 +237,7 @@ class Tracker:
         """Create the trial's child run and log its flattened config as params."""
         run = self.client.create_run(
             experiment_id,
-            run_name=f"trial-{trial_number}",
+            run_name=trial_run_name(trial_number),
             tags={
                 MLFLOW_PARENT_RUN_ID: parent_run_id,
                 TAG_ROLE: ROLE_TRIAL,
@@ -265,11 +267,27 @@ class Tracker:
         now = int(time.time() * 1000)
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
+    def log_summary(self, run_id: str, values: Mapping[str, float], *, charted: Collection[str], step: int) -> None:
+        """A trial's one-point figures: those in ``charted`` as metrics, the rest as params of the same name.
+
+        Every metric gets a chart on the run page, before the per-epoch curves; a one-point
+        chart says nothing. The table's sort and columns need the objectives, best/val_acc1
+        and the model's size as metrics; the others read as well in the params table.
+        """
+        self.log_metrics(run_id, {k: v for k, v in values.items() if k in charted}, step=step)
+        self.log_params(run_id, {k: f"{v:.6g}" for k, v in values.items() if k not in charted})
+
     def end_run(self, run_id: str, status: str, *, tags: dict[str, str] | None = None) -> None:
         """Tag and close a run: FINISHED, KILLED (pruned or stopped) or FAILED."""
         if tags:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
         self.client.set_terminated(run_id, status=status)
+
+    def end_trial(self, run_id: str, number: int, state: str, *, tags: dict[str, str] | None = None) -> None:
+        """Close a trial run as TRIAL_RUN_ENDS says for ``state`` (COMPLETE, PRUNED, FAIL, INTERRUPTED)."""
+        status, _ = TRIAL_RUN_ENDS[state]
+        self.client.update_run(run_id, name=trial_run_name(number, state))
+        self.end_run(run_id, status, tags={**(tags or {}), TAG_TRIAL_STATE: state})
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)

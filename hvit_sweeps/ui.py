@@ -35,12 +35,7 @@ from hvit_sweeps.keys import (
     plot_artifact,
     role_filter,
 )
-from hvit_sweeps.mlflow_view import (
-    read_study_view,
-    trials_table_url,
-    view_key,
-    view_url,
-)
+from hvit_sweeps.mlflow_view import study_trials_url
 from hvit_sweeps.tracking import default_tracking_uri, run_url
 
 __all__ = ["LOG_FILE", "serve_ui", "server_command", "stop_server", "study_links"]
@@ -190,8 +185,5 @@ def study_links(client: MlflowClient, base_url: str) -> list[tuple[str, str, str
 
 
 def _trials_link(client: MlflowClient, base_url: str, experiment_id: str, parent: Run) -> str:
-    key = view_key(parent.data.tags[TAG_STUDY])
-    if read_study_view(client, experiment_id, key) is not None:
-        return view_url(base_url, experiment_id, key)
     first_objective = parent.data.params.get(PARAM_OBJECTIVES, "").split(",")[0]
-    return trials_table_url(base_url, experiment_id, first_objective)
+    return study_trials_url(client, base_url, experiment_id, parent.data.tags[TAG_STUDY], first_objective)

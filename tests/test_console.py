@@ -181,3 +181,23 @@ def test_a_log_keeps_long_lines_whole() -> None:
 )
 def test_epoch_time_left(elapsed: float, batch: int, num_batches: int, shown: str) -> None:
     assert epoch_time_left(elapsed, batch, num_batches) == shown
+
+
+def test_a_stopped_trial_is_not_shown_as_running() -> None:
+    # An interrupted (Optuna FAIL) or pruned trial's last report says why it has no more, not "(running)".
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from hvit_sweeps.console import trial_values
+
+    def ended(state: TrialState) -> str:
+        trial = create_trial(
+            state=state,
+            params={"lr": 0.1},
+            distributions={"lr": FloatDistribution(0, 1)},
+            intermediate_values={1: 0.04},
+        )
+        return trial_values(trial, ["val_acc1"])
+
+    assert ended(TrialState.FAIL) == "4.00% at epoch 1 (then stopped)"
+    assert ended(TrialState.PRUNED) == "4.00% at epoch 1 (pruned)"

@@ -355,9 +355,9 @@ def test_folder_unreadable_image_names_file(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- loaders
 
 
-# loader="auto" on a CPU device picks the CPU loader.
-def test_auto_loader_on_cpu_is_cpu() -> None:
-    assert make_loaders(_label_coded(32), _loader_config("auto"), device=CPU, seed=0).kind == "cpu"
+# loader="auto" on a CPU device picks the device loader: batched augmentation, no worker processes.
+def test_auto_loader_on_cpu_is_the_device_loader() -> None:
+    assert make_loaders(_label_coded(32), _loader_config("auto"), device=CPU, seed=0).kind == "device"
 
 
 # Without augmentation both kinds yield the same samples per epoch, labels aligned with images.

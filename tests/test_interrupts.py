@@ -183,7 +183,8 @@ def test_ctrl_c_mid_epoch_stops_in_seconds_and_the_printed_resume_finishes(workd
     assert_nothing_running(client)
     interrupted = client.get_run(study.trials[0].user_attrs[ATTR_RUN_ID])
     assert study.trials[0].state == TrialState.FAIL
-    assert interrupted.info.status == "KILLED" and interrupted.data.tags[TAG_TRIAL_STATE] == "FAIL"
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags[TAG_TRIAL_STATE] == "INTERRUPTED"
+    assert interrupted.info.run_name.endswith(" interrupted")
     assert_retried_once(study, 0)
 
 

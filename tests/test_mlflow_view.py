@@ -108,3 +108,18 @@ def test_plain_table_url_sorts_by_the_first_objective() -> None:
     query = parse_qs(urlsplit(trials_table_url("http://h", "3", "params_m:minimize")).fragment.partition("?")[2])
     assert query["orderByAsc"] == ["true"] and "params_m" in query["orderByKey"][0]
     assert query["searchFilter"] == [f"tags.`{TAG_ROLE}` = '{ROLE_TRIAL}'"]
+
+
+def test_the_one_trials_link_is_the_view_once_written(store: tuple[Tracker, str]) -> None:
+    # `run`, `ui`, `show`, `best` and the report all link this: the view when it exists, else the sorted table.
+    from hvit_sweeps.mlflow_view import study_trials_url
+
+    tracker, experiment_id = store
+    before = study_trials_url(tracker.client, "http://h", experiment_id, "no-view-yet", "val_acc1:maximize")
+    assert VIEW_URL_KEY not in before and "orderByKey" in before
+    write_study_view(tracker.client, experiment_id, VIEW, key=view_key("with-view"))
+    after = study_trials_url(tracker.client, "http://h", experiment_id, "with-view", "val_acc1:maximize")
+    assert after == view_url("http://h", experiment_id, view_key("with-view"))
+
+
+VIEW_URL_KEY = "viewStateShareKey"

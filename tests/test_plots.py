@@ -103,7 +103,23 @@ def test_history_and_epoch_axes_have_integer_ticks(tmp_path: Path) -> None:
 def test_epoch_axes_are_relabelled(tmp_path: Path) -> None:
     spec = spec_of(tmp_path, SINGLE)
     axes = study_figures(run(spec, 2), spec)["intermediate_values"].axes[0]
-    assert (axes.get_xlabel(), axes.get_ylabel()) == ("Epoch", "val_acc1")
+    assert (axes.get_xlabel(), axes.get_ylabel()) == ("Epoch", "val_acc1 (fraction: 0.11 = 11%)")
+
+
+# A conditional parameter is 0 where a trial lacks it, on a numeric axis with no "None" tick, in visible colours.
+def test_parallel_coordinates_have_no_none_tick_and_dark_lines(tmp_path: Path) -> None:
+    from matplotlib.collections import LineCollection
+
+    spec, _ = load_study("smoke")
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda t: spec.suggest(t) and t.number / 10, n_trials=8)
+    assert any("stages.depth_1" not in t.params for t in study.trials)  # 1-stage trials
+    axes = study_figures(study, spec)["parallel_coordinate"].axes[0]
+    labels = [text.get_text() for text in axes.figure.findobj(match=lambda a: hasattr(a, "get_text"))]
+    assert "None" not in labels
+    lines = next(c for c in axes.collections if isinstance(c, LineCollection))
+    lightest = max(sum(lines.get_cmap()(x)[:3]) for x in (0.0, 1.0))
+    assert lightest < 2.4  # no end of the scale is near white (3.0)
 
 
 # A one-trial study's history has one whole-number tick, not -0.045 ... 0.045.

@@ -113,6 +113,10 @@ def test_report_links_best_trial_runs(sweep: Path, report: tuple[str, Page]) -> 
     for trial in study.get_trials(states=(TrialState.COMPLETE,)):
         run_id = trial.user_attrs[ATTR_RUN_ID]
         assert any(f"/runs/{run_id}?" in link for link in page.links), run_id
+    # Accuracies read as the CLI writes them.
+    assert re.search(r"val_acc1 = \d+\.\d\d% \(trial \d+\)", report[0]), report[0][:3000]
+    # The study's trials: the saved view, as `run`, `ui`, `show` and `best` print it.
+    assert any(link.endswith("&viewStateShareKey=hvit-tiny") for link in page.links), page.links
 
 
 # Visuals logged to the best trial's run as visuals/ are inlined in the last section.

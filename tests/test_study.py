@@ -261,3 +261,14 @@ def test_percentile_pruner_keeps_the_named_share(tmp_path: Path, percentile: flo
     trial = study.ask()
     trial.report(0.5, 1)  # the median: below the top quarter, above the bottom tenth
     assert bool(trial.should_prune()) is pruned
+
+
+def test_every_trial_gets_every_param_with_a_placeholder_for_absent_stages() -> None:
+    # A 1-stage smoke trial samples no stages.depth_1; it is logged as HP_NOT_APPLICABLE, below real depths.
+    from hvit_sweeps.keys import HP_NOT_APPLICABLE
+
+    spec, _ = load_study("smoke")
+    sampled = {"optim.lr": 0.003, "stages.num_stages": 1, "stages.base_width": 16, "stages.depth_0": 2}
+    tracked = spec.tracked_params(sampled)
+    assert set(tracked) == set(spec.param_names()) and "stages.depth_1" in tracked
+    assert tracked["stages.depth_1"] == HP_NOT_APPLICABLE < 1 and tracked["stages.depth_0"] == 2

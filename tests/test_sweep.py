@@ -27,7 +27,9 @@ from optuna.trial import TrialState
 
 from hvit_sweeps.keys import ATTR_HOST, ATTR_PID, ATTR_RUN_ID, TAG_FAILURE
 from hvit_sweeps.mlflow_view import read_study_view
+from hvit_sweeps.study import load_study
 from hvit_sweeps.sweep import Connected, open_storage
+from hvit_sweeps.sweep.background import wait_for_background
 from hvit_sweeps.sweep.objective import _retry_of
 from hvit_sweeps.sweep.storage import recover_stale_trials, trial_id
 from hvit_sweeps.tracking import Tracker
@@ -61,6 +63,7 @@ def smoke_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = tmp_path_factory.mktemp("smoke")
     (cwd / "studies").symlink_to(Path(__file__).resolve().parents[1] / "studies")
     (cwd / "run.out").write_text(ok(hvit("run", "--study", "smoke", "--trials", "4", cwd=cwd)).stdout)
+    wait_for_background(cwd / "mlruns", "smoke")  # plots and visuals are drawn after `run` returns
     return cwd
 
 
@@ -75,6 +78,7 @@ def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
     # 4 trials in Optuna; one parent and 4 nested children in MLflow, each with every epoch's metrics.
     root = smoke_sweep / "mlruns"
     study = journal_study(root, "smoke")
+    spec, _ = load_study("smoke")
     assert len(study.trials) == 4
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     client = local_client(root)
@@ -85,14 +89,18 @@ def test_smoke_sweep_fills_optuna_and_mlflow(smoke_sweep: Path) -> None:
         run = by_number[trial.number]
         assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        expected_status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}[trial.state]
-        assert run.info.status == expected_status
+        # Pruned is not failed: FINISHED like a complete trial, and its name says so.
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == f"trial-{trial.number}" + (" pruned" if trial.state == TrialState.PRUNED else "")
         history = client.get_metric_history(run.info.run_id, "val_acc1")
         assert [m.step for m in history] == sorted(trial.intermediate_values)
         assert run.data.params["data.dataset"] == "synthetic"
         assert float(run.data.params["model.embed_dims.0"]) > 0  # per-stage params are numeric
         assert run.data.metrics["model/params_m"] > 0
-        assert set(trial.params) == {k.removeprefix("hp.") for k in run.data.params if k.startswith("hp.")}
+        # Every trial logs every hp.* key of the study; one it did not sample is the placeholder 0.
+        logged = {k.removeprefix("hp."): v for k, v in run.data.params.items() if k.startswith("hp.")}
+        assert set(logged) == set(spec.param_names()) >= set(trial.params)
+        assert all(logged[k] == "0" for k in set(logged) - set(trial.params))
         assert run.data.tags["optuna.trial_state"] == trial.state.name
     assert parent.info.status == "FINISHED"
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
@@ -110,7 +118,7 @@ def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> 
     # The link opens the study's saved view; the view holds the filter and the sort.
     assert fragment_query(trials_link) == {"workflowType": "machine_learning", "viewStateShareKey": "hvit-smoke"}
     view = read_study_view(client, parent.info.experiment_id, "hvit-smoke")
-    assert view is not None and view["orderByKey"] == "metrics.`best/val_acc1`"  # smoke maximises val_acc1
+    assert view is not None and view["orderByKey"] == "tags.`hvit.rank`"  # best first: complete, then pruned
     study_link = out.split("study run (plots, best so far): ")[1].split("\n")[0]
     route = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/"
     linked = study_link.split(route)[1].split("?")[0]
@@ -179,6 +187,9 @@ def test_show_lists_every_trial(smoke_sweep: Path) -> None:
     # `show` prints one row per trial with its state.
     ok(result := hvit("show", "--study", "smoke", cwd=smoke_sweep))
     assert result.stdout.count("COMPLETE") + result.stdout.count("PRUNED") >= 4
+    # One link to the trials, the saved view, as `run` prints it.
+    trials_link = result.stdout.split("trials, best first: ")[1].split("\n")[0]
+    assert fragment_query(trials_link)["viewStateShareKey"] == "hvit-smoke"
 
 
 @pytest.mark.slow
@@ -207,8 +218,8 @@ def test_rerun_adds_trials_to_the_same_study_and_parent(smoke_sweep: Path) -> No
 
 
 @pytest.mark.slow
-def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
-    # A pruner that must prune: trials are PRUNED in Optuna and KILLED in MLflow after one epoch.
+def test_forced_pruning_finishes_the_child_run_as_pruned(workdir: Path) -> None:
+    # A pruner that must prune: trials are PRUNED in Optuna, FINISHED and named "pruned" in MLflow after one epoch.
     # --cuda-graphs on a CPU falls back to eager: said once before the sweep and tagged on each run.
     (workdir / "prune.toml").write_text(FORCED_PRUNE)
     result = ok(hvit("run", "--study", "prune.toml", "--set", "runtime.cuda_graphs=true", cwd=workdir))
@@ -218,7 +229,8 @@ def test_forced_pruning_kills_the_child_run(workdir: Path) -> None:
     client = local_client(workdir / "mlruns")
     _, children = study_runs(client, "always-pruned")
     for run in children:
-        assert run.info.status == "KILLED"
+        assert (run.info.status, run.data.tags["optuna.trial_state"]) == ("FINISHED", "PRUNED")
+        assert run.info.run_name.endswith(" pruned")
         assert run.data.tags["optuna.pruned_at_epoch"] == "1"
         assert "running eager steps instead" in run.data.tags["hvit.notes"]
         assert len(client.get_metric_history(run.info.run_id, "val_loss")) == 1
@@ -234,6 +246,7 @@ def test_pareto_study_returns_a_pareto_set(workdir: Path) -> None:
     assert study.best_trials and all(len(t.values) == 2 for t in study.best_trials)
     ok(result := hvit("best", "--study", "smoke-pareto", cwd=workdir))
     assert "Pareto set" in result.stdout
+    wait_for_background(workdir / "mlruns", "smoke-pareto")
     client = local_client(workdir / "mlruns")
     parent, _ = study_runs(client, "smoke-pareto")
     assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}

@@ -122,3 +122,23 @@ def test_outage_notice_says_down_and_back_and_keeps_urllib3_debug_to_itself(
     notices = [line for line in capsys.readouterr().err.splitlines() if line.startswith("tracking: ")]
     assert len(notices) == 2 and "is not answering" in notices[0] and "answers again" in notices[1], notices
     assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelname == "DEBUG"]
+
+
+def test_one_point_summaries_chart_only_what_the_view_needs(make_tracker, tmp_path: Path) -> None:  # noqa: ANN001
+    # The run page charts every metric before the per-epoch curves: the rest of the summaries are params.
+    from hvit_sweeps.study import load_study
+
+    tracker = make_tracker(tmp_path / "mlruns")
+    run_id = tracker.client.create_run(tracker.experiment_id("summaries")).info.run_id
+    spec, _ = load_study("smoke")
+    values = {
+        "best/val_acc1": 0.11,
+        "best/val_loss": 4.6,
+        "best/epoch": 3.0,
+        "model/params_m": 0.02,
+        "model/flops_m": 1.5,
+    }
+    tracker.log_summary(run_id, values, charted=spec.charted_summaries(), step=3)
+    data = tracker.client.get_run(run_id).data
+    assert set(data.metrics) == {"best/val_acc1", "model/params_m", "model/flops_m"}
+    assert (data.params["best/val_loss"], data.params["best/epoch"]) == ("4.6", "3")

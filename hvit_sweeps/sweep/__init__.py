@@ -30,12 +30,14 @@ from hvit_sweeps.keys import (
     HP_PREFIX,
     PARAM_OBJECTIVES,
     STUDY_FILE_DIR,
+    TAG_RANK,
     TAG_STUDY_FILE,
     TAG_TRIAL_STATE,
     model_metric,
 )
 from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
 from hvit_sweeps.study import MODEL_METRICS, tracked_metric
+from hvit_sweeps.sweep.ranks import write_ranks
 from hvit_sweeps.sweep.state import (
     Connected,
     Sweep,
@@ -200,26 +202,31 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         name=f"{sweep.study_name}: trials, best first",
         objectives=objectives,
         ascending=spec.objectives[0].direction == "minimize",
-        param_keys=[f"{HP_PREFIX}{name}" for name in spec.param_names()],
+        # The stage count first: the axis that explains the depth axes beside it.
+        param_keys=[
+            f"{HP_PREFIX}{name}" for name in sorted(spec.param_names(), key=lambda n: n != "stages.num_stages")
+        ],
         extra_metrics=[*(model_metric(m) for m in MODEL_METRICS), *VIEW_COST_METRICS],
         state_tag=TAG_TRIAL_STATE,
+        rank_tag=TAG_RANK,
         curve_metric="val_acc1",
         cost_metric=cost_metric("device_seconds"),
     )
     write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
 
 
-def finalize(sweep: Sweep, connected: Connected) -> list[str]:
-    """Log best-so-far metrics and the study plots to the parent run, then close it."""
+def finalize(sweep: Sweep, connected: Connected, *, plots: bool = True) -> list[str]:
+    """Log best-so-far metrics and (unless drawn elsewhere) the study plots to the parent run, then close it."""
     study = connected.study
     tracker = sweep.tracker
     counts = trial_counts(study)
     metrics, step = study_summary(study)
     tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+    write_ranks(tracker, study, every=True)
     write_view(sweep, connected.experiment_id)
-    from hvit_sweeps.plots import study_figures  # matplotlib: only when a study ends
+    from hvit_sweeps.sweep.background import log_plots  # matplotlib: only when a study ends
 
-    names = tracker.log_plots(connected.parent_run_id, study_figures(study, sweep.spec))
+    names = log_plots(sweep, connected) if plots else []
     if counts["running"] == 0 and counts["waiting"] == 0:
         tracker.end_run(connected.parent_run_id, "FINISHED")
     return names

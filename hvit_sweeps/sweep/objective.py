@@ -47,7 +47,6 @@ from hvit_sweeps.keys import (
     TAG_PRUNED_AT,
     TAG_RETRY_OF,
     TAG_STOP_REASON,
-    TAG_TRIAL_STATE,
     TAG_VISUALS,
     VISUALS_DIR,
     best_metric,
@@ -164,10 +163,10 @@ class TrialObjective:
                     if queued
                     else f"not retried: stopped {MAX_RETRIES} times"
                 )
-                self.sweep.tracker.end_run(run_id, "KILLED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+                self.sweep.tracker.end_trial(run_id, trial.number, "INTERRUPTED", tags={TAG_FAILURE: reason})
                 raise
             except BaseException as err:
-                self._fail(run_id, err)
+                self._fail(run_id, trial.number, err)
                 raise
             self.sweep.tracker.client.set_tag(run_id, TAG_TRAINED_EPOCHS, ",".join(map(str, upload.trained)))
             self._drop_resume_checkpoints(run_id, retry_of)
@@ -219,7 +218,7 @@ class TrialObjective:
             study_name=self.sweep.study_name,
             trial_number=trial.number,
             config=config,
-            sampled=dict(trial.params),  # Optuna's names: stages.base_width, not the model it built
+            sampled=self.sweep.spec.tracked_params(trial.params),  # Optuna's names, every one of them
             tags=tags,
         )
         self.sweep.tracker.log_params(run_id, {f"dataset.{k}_size": v for k, v in self.splits.sizes.items()})
@@ -234,12 +233,12 @@ class TrialObjective:
             trial.set_user_attr(key, value)
         return run_id
 
-    def _fail(self, run_id: str, err: BaseException) -> None:
+    def _fail(self, run_id: str, number: int, err: BaseException) -> None:
         reason = f"{type(err).__name__}: {err}"[:1000]
         tracker = self.sweep.tracker
         try:
             tracker.log_text(run_id, "".join(traceback.format_exception(err)), FAILURE_FILE)
-            tracker.end_run(run_id, "FAILED", tags={TAG_FAILURE: reason, TAG_TRIAL_STATE: "FAIL"})
+            tracker.end_trial(run_id, number, "FAIL", tags={TAG_FAILURE: reason})
         except Exception:  # noqa: BLE001 - the tracking server is gone too: `run --resume` closes the run
             pass
 
@@ -253,20 +252,19 @@ class TrialObjective:
             **result.test_metrics,
             **{cost_metric(k): v for k, v in result.cost.items()},
         }
-        tracker.log_metrics(run_id, final, step=result.epochs_run)
+        tracker.log_summary(run_id, final, charted=self.sweep.spec.charted_summaries(), step=result.epochs_run)
         trial.set_user_attr(ATTR_COST, result.cost)  # read by budgets, packing and `show` without MLflow
         trial.set_user_attr(ATTR_DEVICE, result.cost_device)
         tags = {TAG_NOTES: "; ".join(result.notes)} if result.notes else {}
         tags[TAG_COST_BASIS] = device_basis(result.cost_device)
         if result.status != "completed":
-            tags.update({TAG_TRIAL_STATE: "PRUNED", TAG_STOP_REASON: result.reason})
-            tags[TAG_PRUNED_AT] = str(result.epochs_run)
-            tracker.end_run(run_id, "KILLED", tags=tags)
+            tags.update({TAG_STOP_REASON: result.reason, TAG_PRUNED_AT: str(result.epochs_run)})
+            tracker.end_trial(run_id, trial.number, "PRUNED", tags=tags)
             raise optuna.TrialPruned(result.reason)
         values = self.sweep.spec.objective_values({**result.best_metrics, **result.model_stats, **result.cost})
         kept = self._keep_checkpoint(trial, run_id, values, checkpoint)
-        tags.update({TAG_TRIAL_STATE: "COMPLETE", TAG_CHECKPOINT: "kept" if kept else "not kept (keep_top_k)"})
-        tracker.end_run(run_id, "FINISHED", tags=tags)
+        tags[TAG_CHECKPOINT] = "kept" if kept else "not kept (keep_top_k)"
+        tracker.end_trial(run_id, trial.number, "COMPLETE", tags=tags)
         return values
 
     def _keep_checkpoint(self, trial: optuna.Trial, run_id: str, values: list[float], checkpoint: Path | None) -> bool:

@@ -31,7 +31,7 @@ from hvit_sweeps.keys import (
     ATTR_RUN_ID,
     JOURNAL_FILE,
     TAG_FAILURE,
-    TAG_TRIAL_STATE,
+    TRIAL_RUN_ENDS,
 )
 from hvit_sweeps.sweep.faults import machine_fault, pid_alive
 from hvit_sweeps.sweep.journal import HealingJournalBackend
@@ -146,9 +146,7 @@ def stale_handler(tracker: Tracker) -> StaleCallback:
         retry(study, trial)
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id:
-            tracker.end_run(
-                run_id, "FAILED", tags={TAG_FAILURE: "worker died (stale trial); retried", TAG_TRIAL_STATE: "FAIL"}
-            )
+            tracker.end_trial(run_id, trial.number, "FAIL", tags={TAG_FAILURE: "worker died (stale trial); retried"})
 
     return on_stale
 
@@ -194,8 +192,8 @@ def close_orphan_runs(study: optuna.Study, tracker: Tracker) -> list[str]:
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if trial.state == TrialState.RUNNING or not run_id or tracker.run_status(run_id) != "RUNNING":
             continue
-        status = {TrialState.COMPLETE: "FINISHED", TrialState.PRUNED: "KILLED"}.get(trial.state, "FAILED")
-        tracker.end_run(run_id, status, tags={TAG_TRIAL_STATE: trial.state.name, TAG_FAILURE: _ORPHAN_REASON})
+        state = trial.state.name if trial.state.name in TRIAL_RUN_ENDS else "FAIL"
+        tracker.end_trial(run_id, trial.number, state, tags={TAG_FAILURE: _ORPHAN_REASON})
         closed.append(run_id)
     return closed
 

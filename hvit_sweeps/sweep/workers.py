@@ -32,6 +32,7 @@ from hvit_sweeps.keys import (
 )
 from hvit_sweeps.sweep.faults import SpaceReserve, chain, machine_fault, quiet_store_errors
 from hvit_sweeps.sweep.objective import TrialObjective, log_best_visuals
+from hvit_sweeps.sweep.ranks import write_ranks
 from hvit_sweeps.sweep.state import (
     Connected,
     Sweep,
@@ -60,6 +61,7 @@ def run_worker(
     timeout: float | None = None,
     display: SweepDisplay | None = None,
     splits: DatasetSplits | None = None,
+    visuals: bool = True,
 ) -> WorkerSummary:
     """Run trials until the study reaches its target, ``max_trials`` or ``timeout``.
 
@@ -74,7 +76,8 @@ def run_worker(
     quiet_store_errors()
     try:
         summary = _trial_loop(sweep, connected, objective, max_trials=max_trials, timeout=timeout, display=display)
-        log_best_visuals(sweep, connected, splits)
+        if visuals:  # `run` draws them after, in the background
+            log_best_visuals(sweep, connected, splits)
     except (HvitError, KeyboardInterrupt):
         raise
     except Exception as err:
@@ -197,6 +200,7 @@ def _log_best_so_far(sweep: Sweep, connected: Connected) -> None:
     metrics, step = study_summary(connected.study)
     try:
         sweep.tracker.log_metrics(connected.parent_run_id, metrics, step=step)
+        write_ranks(sweep.tracker, connected.study)  # the view's best-first order
     except Exception as err:
         if not sweep.tracker.reachable():
             raise sweep.tracker.unavailable() from err
