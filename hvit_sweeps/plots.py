@@ -41,7 +41,7 @@ def study_figures(study: optuna.Study, spec: StudySpec) -> dict[str, Any]:
     decorate: dict[str, Callable[[Any], Any]] = {
         PLOT_HISTORY: _integer_x,
         PLOT_INTERMEDIATE: lambda axes: _relabel(axes, xlabel="Epoch", ylabel=axis_name(spec.objectives[0].metric)),
-        PLOT_PARALLEL: _visible_colours,
+        PLOT_PARALLEL: _readable_parallel,
     }
     figures = {}
     for name, draw in _plan(study, spec, vis).items():
@@ -174,13 +174,22 @@ def _plotly_scale() -> Iterator[None]:
         module.COLOR_SCALE = saved
 
 
-def _visible_colours(axes: Any) -> Any:
-    """Optuna's "Blues" fades to white at the low end, so low-value lines vanished on white."""
+def _readable_parallel(axes: Any) -> Any:
+    """Optuna's parallel coordinates, readable: lines that show on white, and axes far enough apart.
+
+    Its "Blues" fades to white at the low end, so low-value lines vanished. Its figure keeps one
+    width whatever the number of axes, so the tick labels of ten axes ran into each other.
+    """
     for collection in axes.collections:
         if isinstance(collection, LineCollection):
             reverse = collection.get_cmap().name.endswith("_r")
             collection.set_cmap(_MPL_SCALE.reversed() if reverse else _MPL_SCALE)
             collection.set_linewidth(1.4)
+    figure = axes.figure
+    columns = len(figure.axes)  # one per parameter and the objective, plus the colour bar
+    figure.set_size_inches(max(9.0, 1.25 * columns), 5.5)  # _draw keeps a width set here
+    for each in figure.axes:
+        each.tick_params(which="both", labelsize=7)
     return axes
 
 
@@ -227,6 +236,6 @@ def _draw(draw: Callable[[], Any]) -> Any:
     figure = plt.gcf()
     if not figure.axes or axes is None:
         return None
-    figure.set_size_inches(9, 5.5)
+    figure.set_size_inches(max(9.0, figure.get_figwidth()), 5.5)
     figure.tight_layout()
     return figure

@@ -338,17 +338,34 @@ def _cost_figure(points: list[tuple[Any, ...]], best: set[int]) -> Any:
             ax.scatter([x for x, _, _ in xs], [y for _, y, _ in xs], c=[n for _, _, n in xs], cmap="viridis", s=30)
             starred = [(x, y) for x, y, n in xs if n in best]
             ax.scatter([x for x, _ in starred], [y for _, y in starred], marker="*", s=160, color="#d32f2f", zorder=3)
-            if len(xs) <= 40:
-                for x, y, n in xs:
-                    ax.annotate(str(n), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if 0 < len(xs) <= 40:
+                for (x, y), numbers in _label_groups(xs).items():
+                    ax.annotate(numbers, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
             ax.set_xlabel(label)
-            ax.set_ylabel("best val_acc1")
+            ax.set_ylabel("best val_acc1 (fraction)")
             ax.grid(color="#e5e5e5", linewidth=0.5)
             if not xs:
                 ax.text(0.5, 0.5, "not measured for these trials", ha="center", transform=ax.transAxes)
         fig.suptitle("accuracy against model size, compute and measured cost, complete trials")
         fig.tight_layout()
     return fig
+
+
+def _label_groups(points: list[tuple[float, float, int]], *, cells: int = 60) -> dict[tuple[float, float], str]:
+    """One label per spot: trials whose points fall within 1/``cells`` of the axes' span share "2, 3".
+
+    Tied trials (same size, same accuracy) sit on one point; their own labels printed over each other.
+    """
+    xs, ys = [x for x, _, _ in points], [y for _, y, _ in points]
+    x_step = (max(xs) - min(xs)) / cells or 1.0
+    y_step = (max(ys) - min(ys)) / cells or 1.0
+    groups: dict[tuple[int, int], list[tuple[float, float, int]]] = {}
+    for x, y, n in points:
+        groups.setdefault((round(x / x_step), round(y / y_step)), []).append((x, y, n))
+    return {
+        (members[0][0], members[0][1]): ", ".join(str(n) for _, _, n in sorted(members, key=lambda m: m[2]))
+        for members in groups.values()
+    }
 
 
 def _confirmation_section(facts: _Facts) -> str:

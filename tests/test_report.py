@@ -229,3 +229,11 @@ def test_report_command_png_and_default(sweep: Path, tmp_path: Path) -> None:
     ok(cli("report", *study, "--out", str(tmp_path / "default.html")))
     default = (tmp_path / "default.html").read_text(encoding="utf-8")
     assert ("Plotly.newPlot" in default) == (importlib.util.find_spec("plotly") is not None)
+
+
+# Tied trials share one label ("2, 3") instead of two printed over each other; distant ones keep their own.
+def test_tied_points_share_one_label() -> None:
+    from hvit_sweeps.report import _label_groups
+
+    labels = _label_groups([(1.0, 0.5, 3), (1.0, 0.5, 2), (1.001, 0.5, 4), (9.0, 0.1, 7)])
+    assert sorted(labels.values()) == ["2, 3, 4", "7"]
