@@ -347,6 +347,18 @@ def sweep_on(server: Server, workdir: Path, sweeps: list[Sweep], env: dict[str, 
     return run
 
 
+def stop_server_mid_trial(server: Server, workdir: Path, sweeps: list[Sweep], env: dict[str, str]) -> Sweep:
+    """A 2-trial sweep on ``server``, which stops after trial 0's first epoch; back once the sweep says so."""
+    run = sweep_on(server, workdir, sweeps, env, max_epochs=3, train_samples=2048)
+    run.wait_for("trial 0: epoch 1 done")
+    server.stop()
+    deadline = time.monotonic() + 120
+    while "is not answering" not in run.stderr and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "is not answering" in run.stderr, run.stderr[-2000:]
+    return run
+
+
 def sweep_flags(server: Server) -> tuple[str, ...]:
     return ("--study", "tiny.toml", "--root", "store", "--tracking-uri", server.url)
 
@@ -377,12 +389,7 @@ def test_an_outage_longer_than_the_retries_ends_in_one_line_and_resume_closes_ev
 def test_a_short_outage_is_announced_and_the_sweep_goes_on(workdir: Path, server: Server, sweeps: list[Sweep]) -> None:
     # The MLflow server is down for a few seconds: one line says so, one says it is back; the sweep finishes.
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    run = sweep_on(server, workdir, sweeps, env, max_epochs=3, train_samples=2048)
-    run.wait_for("trial 0: epoch 1 done")
-    server.stop()
-    deadline = time.monotonic() + 120
-    while "is not answering" not in run.stderr and time.monotonic() < deadline:
-        time.sleep(0.2)
+    run = stop_server_mid_trial(server, workdir, sweeps, env)
     server.start()
     run.process.wait(timeout=WAIT)
     assert run.process.returncode == 0, (run.stdout + run.stderr)[-3000:]
@@ -401,13 +408,7 @@ def test_one_sigterm_stops_a_sweep_that_waits_on_a_stopped_server(
     # The MLflow server stops mid-trial and MLflow retries for minutes: one SIGTERM (a scheduler's) ends the
     # sweep within seconds, with no traceback, instead of waiting the retries out.
     env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2"}
-    run = sweep_on(server, workdir, sweeps, env, max_epochs=3, train_samples=2048)
-    run.wait_for("trial 0: epoch 1 done")
-    server.stop()
-    deadline = time.monotonic() + 120
-    while "is not answering" not in run.stderr and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "is not answering" in run.stderr, run.stderr[-2000:]
+    run = stop_server_mid_trial(server, workdir, sweeps, env)
     seconds = run.signal_and_time(signal.SIGTERM, timeout=60)
     print(f"\nSIGTERM while waiting on MLflow: exited after {seconds:.2f} s")
     assert seconds < 10 and "Traceback" not in run.stderr, (seconds, run.stderr[-3000:])
