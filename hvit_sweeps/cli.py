@@ -365,6 +365,7 @@ def run(
             SweepDashboard(study_name=sweep.study_name, target=connected.target, metric_names=names) as dash,
         ):
             _run_trials(sweep, connected, plans, splits, dash=dash, timeout=opts.timeout)
+        finalize(sweep, connected, plots=False)  # it writes to both stores: a fault here is one line too
     except SweepFault as fault:  # a full disk, a database or server that stays away: one line, and how to go on
         close_study_run(sweep, connected, "FAILED")
         raise SweepFault(f"{fault}; then continue with: {_resume_command(sweep, opts.study)}") from None
@@ -379,7 +380,6 @@ def run(
     except BaseException:
         close_study_run(sweep, connected, "FAILED")
         raise
-    finalize(sweep, connected, plots=False)
     console.print(sweep_summary(connected.study, metric_names=names))
     if (line := budget_line(connected.study)) is not None:
         console.print(line)

@@ -429,10 +429,12 @@ def test_a_postgresql_restart_mid_sweep_is_waited_out(
     output = run.stdout + run.stderr + "".join(logs)
     assert run.process.returncode == 0, output[-4000:]
     assert "Traceback" not in output, output[-4000:]
-    said = [run.stderr, *logs]  # each process says it once each way, if it called the database meanwhile
+    # Each process says it once each way, if it called the database meanwhile: `run` polls it for its
+    # display; a worker in the middle of an epoch may not call it during a short restart at all.
+    said = [run.stderr, *logs]
     gone = [text.count("storage: the database at") for text in said]
     back = [text.count("storage: the database answers again") for text in said]
-    assert gone == back and max(gone) == 1 and sum(gone[1:]) >= 1, (gone, back, output[-4000:])
+    assert gone == back and max(gone) == 1, (gone, back, output[-4000:])
     study = rdb_study(storage, "tiny")
     assert_exact(study, 4)
     assert_distinct_params(study)

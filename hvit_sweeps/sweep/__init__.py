@@ -187,7 +187,11 @@ def close_study_run(sweep: Sweep, connected: Connected, status: str) -> None:
     A server that does not answer now is not waited for (MLflow would retry for
     minutes after the user asked to stop): `run --resume` closes the run later.
     """
-    if trial_counts(connected.study)["running"] == 0 and sweep.tracker.reachable():
+    try:
+        running = trial_counts(connected.study)["running"]
+    except Exception:  # noqa: BLE001 - the storage is what failed (a SweepFault at once): `run --resume` closes it
+        return
+    if running == 0 and sweep.tracker.reachable():
         try:
             sweep.tracker.end_run(connected.parent_run_id, status)
         except Exception:  # noqa: BLE001 - the server went away since: `run --resume` reopens and closes the run
