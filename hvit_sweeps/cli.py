@@ -30,6 +30,7 @@ from hvit_sweeps.keys import (
     CHECKPOINT_ARTIFACT,
     JOURNAL_FILE,
     PLOT_HISTORY,
+    TRACKING_DB,
     plot_artifact,
 )
 
@@ -573,10 +574,13 @@ def _trials_link(ref: StudyRef, loaded: optuna.Study) -> list[str]:
         return []
     base = _ui_base(ref.tracking_uri)
     objective = f"{(loaded.metric_names or ['value'])[0]}:{loaded.directions[0].name.lower()}"
+    url = view_url(base, experiment, view_key(loaded.study_name))  # the link the sweep wrote its view for
+    if ref.tracking_uri is None and not (ref.root / TRACKING_DB).is_file():
+        return [f"trials, best first: {url}"]  # reading a study must not create an embedded tracking store
     try:
         url = study_trials_url(ref.tracker().client, base, experiment, loaded.study_name, objective)
-    except HvitError:  # the store does not answer now: the view's link, which the sweep wrote
-        url = view_url(base, experiment, view_key(loaded.study_name))
+    except Exception:  # noqa: BLE001 - a store that does not answer, or does not hold this study (another --root)
+        pass
     return [f"trials, best first: {url}"]
 
 

@@ -68,3 +68,17 @@ def test_export_into_a_folder_with_files_is_refused_before_reading_the_study(tin
     before = tree(tiny)
     assert_one_line_error(cli("best", "--study", "tiny", "--root", "store", "--export", "out"), "--force")
     assert tree(tiny) == before and (tiny / "out" / "config.json").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_show_through_storage_reads_no_tracking_store_it_lacks(tiny: Path) -> None:
+    # `show --storage journal:...` from another folder: the trials and their view link, and no embedded
+    # MLflow store is created where the command ran (it was a traceback when the store lacked the study).
+    assert cli("run", "--study", "tiny.toml", "--root", "store").returncode == 0
+    elsewhere = tiny / "elsewhere"
+    elsewhere.mkdir()
+    journal = f"journal:{tiny / 'store' / 'optuna.journal'}"
+    result = cli("show", "--study", "tiny", "--storage", journal, "--root", str(elsewhere / "mlruns"))
+    assert result.returncode == 0, result.stderr
+    assert "trials, best first: " in result.stdout and "viewStateShareKey=hvit-tiny" in result.stdout
+    assert list(elsewhere.iterdir()) == []
