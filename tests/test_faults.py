@@ -557,3 +557,24 @@ def test_a_worker_whose_run_is_gone_is_asked_to_stop(monkeypatch: pytest.MonkeyP
     assert interrupt.orphaned() and interrupt.requested()
     with pytest.raises(interrupt.StopRequested, match="started this worker ended"):
         interrupt.check()
+
+
+def test_a_trial_its_worker_queued_is_not_retried_again_when_found_dead() -> None:
+    # A stopped worker queued its trial's retry, then died before recording the FAIL: the next `run` finds the
+    # trial RUNNING with a dead owner, fails it, and does not queue a second copy of the same config.
+    from hvit_sweeps.sweep.storage import already_retried, stale_handler
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    frozen = study.trials[trial.number]
+    assert not already_retried(study, trial.number)
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3)(study, frozen)  # what the worker queued
+    assert already_retried(study, trial.number)
+
+    class NoTracking:
+        def end_trial(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("the trial has no run")
+
+    stale_handler(NoTracking())(study, frozen)  # type: ignore[arg-type]
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [frozen.params]

@@ -65,7 +65,7 @@ from hvit_sweeps.sweep.resume import (
     replay_done_epochs,
 )
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
-from hvit_sweeps.sweep.storage import trial_id
+from hvit_sweeps.sweep.storage import already_retried, trial_id
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
@@ -301,6 +301,8 @@ def queue_retry(connected: Connected, number: int) -> bool:
     """
     storage = connected.storage
     frozen = storage.get_trial(trial_id(storage, connected.study, number))
+    if already_retried(connected.study, number):
+        return True
     if len(RetryHeartbeatStaleTrialCallback.retry_history(frozen)) >= MAX_RETRIES:
         return False
     RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(connected.study, frozen)

@@ -38,7 +38,15 @@ from hvit_sweeps.sweep.journal import HealingJournalBackend
 from hvit_sweeps.sweep.reconnect import DEFAULT_OUTAGE_LIMIT, ReconnectingRDBStorage
 from hvit_sweeps.tracking import Tracker
 
-__all__ = ["OUTAGE_ENV", "close_orphan_runs", "open_storage", "recover_stale_trials", "stale_handler", "trial_id"]
+__all__ = [
+    "OUTAGE_ENV",
+    "already_retried",
+    "close_orphan_runs",
+    "open_storage",
+    "recover_stale_trials",
+    "stale_handler",
+    "trial_id",
+]
 
 StaleCallback = Callable[[optuna.Study, FrozenTrial], None]
 OUTAGE_ENV = "HVIT_STORAGE_OUTAGE"  # seconds a database may stay away before the sweep stops
@@ -143,12 +151,25 @@ def stale_handler(tracker: Tracker) -> StaleCallback:
     retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
 
     def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-        retry(study, trial)
+        if not already_retried(study, trial.number):  # its own worker may have queued it before it died
+            retry(study, trial)
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id:
             tracker.end_trial(run_id, trial.number, "FAIL", tags={TAG_FAILURE: "worker died (stale trial); retried"})
 
     return on_stale
+
+
+def already_retried(study: optuna.Study, number: int) -> bool:
+    """Whether a retry of trial ``number`` exists (Optuna's retry marks list the trial each copy retries last).
+
+    A stopped worker queues its trial's retry, then records the trial's FAIL; when it dies
+    between the two, the next `run` finds the trial RUNNING with a dead owner. Retrying it
+    again would run one config twice.
+    """
+    return any(
+        RetryHeartbeatStaleTrialCallback.retry_history(t)[-1:] == [number] for t in study.get_trials(deepcopy=False)
+    )
 
 
 def recover_stale_trials(study: optuna.Study, storage: BaseStorage, tracker: Tracker, *, heartbeat: int) -> list[int]:
