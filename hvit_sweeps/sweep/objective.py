@@ -65,7 +65,7 @@ from hvit_sweeps.sweep.resume import (
     replay_done_epochs,
 )
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
-from hvit_sweeps.sweep.storage import already_retried, trial_id
+from hvit_sweeps.sweep.storage import MAX_RETRIES, retry_trial, trial_id
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
@@ -73,7 +73,6 @@ from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 __all__ = ["MAX_RETRIES", "SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals", "queue_retry"]
 
 _NOT_SUMMARIES = ("lr", "epoch_seconds", "images_per_second")
-MAX_RETRIES = 3  # a config stopped or killed this often is not run again
 
 
 class SurplusTrial(Exception):
@@ -293,20 +292,9 @@ class TrialObjective:
 
 
 def queue_retry(connected: Connected, number: int) -> bool:
-    """Queue trial ``number`` to run again with the same params, as a dead worker's trial is; False past the limit.
-
-    The copy is WAITING, so the next ask in any process takes it before drawing a new
-    config, and it is marked the way Optuna marks a heartbeat retry, so it counts as a
-    retry (never surplus) and the total stays exact.
-    """
+    """Queue stopped trial ``number`` to run again with the same params, as a dead worker's trial is."""
     storage = connected.storage
-    frozen = storage.get_trial(trial_id(storage, connected.study, number))
-    if already_retried(connected.study, number):
-        return True
-    if len(RetryHeartbeatStaleTrialCallback.retry_history(frozen)) >= MAX_RETRIES:
-        return False
-    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(connected.study, frozen)
-    return True
+    return retry_trial(connected.study, storage.get_trial(trial_id(storage, connected.study, number)))
 
 
 def _retry_of(connected: Connected, number: int) -> int | None:

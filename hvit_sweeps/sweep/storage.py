@@ -39,11 +39,13 @@ from hvit_sweeps.sweep.reconnect import DEFAULT_OUTAGE_LIMIT, ReconnectingRDBSto
 from hvit_sweeps.tracking import Tracker
 
 __all__ = [
+    "MAX_RETRIES",
     "OUTAGE_ENV",
     "already_retried",
     "close_orphan_runs",
     "open_storage",
     "recover_stale_trials",
+    "retry_trial",
     "stale_handler",
     "trial_id",
 ]
@@ -148,16 +150,32 @@ def trial_id(storage: BaseStorage, study: optuna.Study, number: int) -> int:
 
 def stale_handler(tracker: Tracker) -> StaleCallback:
     """Retry a dead worker's trial and close its MLflow run; the RDB heartbeat calls this."""
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=3)
 
     def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-        if not already_retried(study, trial.number):  # its own worker may have queued it before it died
-            retry(study, trial)
+        retry_trial(study, trial)
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         if run_id:
             tracker.end_trial(run_id, trial.number, "FAIL", tags={TAG_FAILURE: "worker died (stale trial); retried"})
 
     return on_stale
+
+
+MAX_RETRIES = 3  # a config stopped or killed this often is not run again
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial) -> bool:
+    """Queue ``trial``'s config to run again, as Optuna's heartbeat retry does; False past :data:`MAX_RETRIES`.
+
+    The copy is WAITING, so the next ask in any process takes it before drawing a new
+    config, and it carries Optuna's retry marks, so it is never surplus and the total
+    stays exact. One that exists already (its stopped worker queued it) is not doubled.
+    """
+    if already_retried(study, trial.number):
+        return True
+    if len(RetryHeartbeatStaleTrialCallback.retry_history(trial)) >= MAX_RETRIES:
+        return False
+    RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, trial)
+    return True
 
 
 def already_retried(study: optuna.Study, number: int) -> bool:
