@@ -32,9 +32,9 @@ from optuna.storages.journal import JournalFileBackend
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hvit_sweeps.config import build_config  # noqa: E402
-from hvit_sweeps.cost import CostMeter, cost_metric, measure_latency  # noqa: E402
+from hvit_sweeps.cost import CostMeter, measure_latency
 from hvit_sweeps.data import load_dataset, make_loaders  # noqa: E402
-from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE  # noqa: E402
+from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, cost_metric  # noqa: E402
 from hvit_sweeps.tracking import Tracker  # noqa: E402
 from hvit_sweeps.train import train  # noqa: E402
 

@@ -29,6 +29,7 @@ from pydantic import (
 from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS
 from hvit_sweeps.data.registry import FOLDER_PREFIX
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.metrics import Monitor, better
 
 if TYPE_CHECKING:
     from hvit_sweeps.data import DatasetInfo
@@ -255,16 +256,14 @@ class TrainConfig(_Strict):
     runtime: RuntimeConfig = RuntimeConfig()
     epochs: int = Field(20, ge=1, description="Training epochs.")
     seed: int = Field(0, ge=0, description="Seed for the split, init and augmentation.")
-    monitor: Literal["val_acc1", "val_acc5", "val_loss"] = Field(
-        "val_acc1", description="Validation metric that picks the best epoch."
-    )
+    monitor: Monitor = Field("val_acc1", description="Validation metric that picks the best epoch.")
     checkpoint_path: Path | None = Field(None, description="Where to save the best-by-validation checkpoint.")
     save_final: bool = Field(False, description="Also keep the last epoch's checkpoint (<name>_last.pth).")
     evaluate_test: bool = Field(False, description="Evaluate the best weights on the test set at the end.")
 
     @property
     def monitor_mode(self) -> Literal["min", "max"]:
-        return "min" if self.monitor.endswith("loss") else "max"
+        return better(self.monitor)
 
     @property
     def last_checkpoint_path(self) -> Path | None:

@@ -236,8 +236,8 @@ def replicates_view_key(study_name: str) -> str:
 def _write_replicates_view(tracker: Any, study_name: str, experiment: str, metric: str, maximize: bool) -> None:
     """A saved MLflow view beside the trials one: the replicate runs, best first, with their trial and seed."""
     from hvit_sweeps.keys import role_filter
+    from hvit_sweeps.metrics import tracked_metric
     from hvit_sweeps.mlflow_view import StudyView, write_study_view
-    from hvit_sweeps.study import tracked_metric
 
     view = StudyView(
         name=f"{study_name}: seed replicates (best --confirm)",
@@ -322,8 +322,8 @@ def _replicate(
 ) -> float:
     """One replicate: the trial's config with a new training seed, on the trial's own split; returns its value."""
     from hvit_sweeps.config import flatten_config
-    from hvit_sweeps.cost import cost_metric
     from hvit_sweeps.data import load_dataset
+    from hvit_sweeps.keys import cost_metric
     from hvit_sweeps.train import train
 
     key = base.data.model_dump_json() + f":{base.seed}"

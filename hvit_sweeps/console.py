@@ -30,6 +30,7 @@ from hvit_sweeps.callbacks import Callback, EpochReport, RunPlan, TrainResult
 from hvit_sweeps.cost import format_cost
 from hvit_sweeps.data.info import DatasetInfo
 from hvit_sweeps.keys import ATTR_COST, ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
+from hvit_sweeps.metrics import format_metric
 from hvit_sweeps.sweep.state import best_trials
 
 if TYPE_CHECKING:  # torch: `show`, `best` and `studies` print without importing it
@@ -42,7 +43,6 @@ __all__ = [
     "console",
     "dataset_line",
     "eval_table",
-    "format_metric",
     "metrics_table",
     "sweep_summary",
     "train_result_table",
@@ -52,21 +52,6 @@ __all__ = [
 console = Console(highlight=False)
 # A log (a pipe, a file, CI) keeps each line whole: folding at 80 columns would split a trial's params or a link.
 console.soft_wrap = not console.is_terminal
-
-
-def format_metric(name: str, value: Any) -> str:
-    """Accuracies as percentages, losses and rates with sensible digits."""
-    if not isinstance(value, (int, float)):
-        return str(value)
-    if "acc" in name:
-        return f"{100 * value:.2f}%"
-    if name in ("lr",):
-        return f"{value:.2e}"
-    if name.endswith("per_second"):
-        return f"{value:,.0f}"
-    if name.endswith("_m"):
-        return f"{value:.3f}"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def dataset_line(info: DatasetInfo, sizes: Mapping[str, int], fingerprint: str) -> str:

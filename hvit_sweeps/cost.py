@@ -36,13 +36,10 @@ if TYPE_CHECKING:
     from torch import nn
 
 __all__ = [
-    "COST_METRICS",
     "DEVICE_BASIS",
-    "VIEW_COST_METRICS",
     "LATENCY_BATCH",
     "LATENCY_ITERS",
     "CostMeter",
-    "cost_metric",
     "device_basis",
     "format_cost",
     "measure_latency",
@@ -51,17 +48,6 @@ __all__ = [
 LATENCY_BATCH = 32  # images per timed forward: a small serving batch, the same for every trial
 LATENCY_WARMUP = 1
 LATENCY_ITERS = 3  # a median of 3 after 1 warm-up: 4 forwards, about 1% of a 2000-image, 2-epoch trial
-# The cost figures, as logged under cost/ and usable as study objectives.
-COST_METRICS = (
-    "wall_seconds",
-    "device_seconds",
-    "peak_memory_mb",
-    "train_images_per_second",
-    "latency_ms",
-    "latency_batch",
-)
-# The saved MLflow view's cost columns.
-VIEW_COST_METRICS = tuple(f"cost/{name}" for name in ("device_seconds", "peak_memory_mb", "latency_ms"))
 DEVICE_BASIS = {
     "cuda": "wall seconds x 1 GPU",
     "mps": "wall seconds x 1 GPU",
@@ -75,11 +61,6 @@ _STATUS = Path("/proc/self/status")
 def device_basis(device_type: str) -> str:
     """How ``device_seconds`` is counted on a device type."""
     return DEVICE_BASIS.get(device_type, DEVICE_BASIS["cpu"])
-
-
-def cost_metric(name: str) -> str:
-    """A run's cost figure in MLflow: ``cost/device_seconds``, ``cost/latency_ms``, ..."""
-    return f"cost/{name}"
 
 
 @dataclass

@@ -170,6 +170,11 @@ def model_metric(name: str) -> str:
     return f"model/{name}"
 
 
+def cost_metric(name: str) -> str:
+    """A run's cost figure in MLflow: ``cost/device_seconds``, ``cost/latency_ms``, ..."""
+    return f"cost/{name}"
+
+
 def importance_metric(param: str) -> str:
     """A parent run's importance of one searched parameter: ``importance/optim.lr``."""
     return f"importance/{param}"

@@ -214,7 +214,7 @@ def trials_table_url(base_url: str, experiment_id: str, objective: str) -> str:
 
     For a study without a saved view: filter and sort travel in the URL, columns do not.
     """
-    from hvit_sweeps.study import tracked_metric
+    from hvit_sweeps.metrics import tracked_metric
 
     metric, _, direction = objective.partition(":")
     if not metric:

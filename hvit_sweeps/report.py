@@ -33,7 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pydantic import ValidationError
 
 from hvit_sweeps.confirm import confirmation_rows, stored_confirmation
-from hvit_sweeps.cost import LATENCY_BATCH, cost_metric
+from hvit_sweeps.cost import LATENCY_BATCH
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     ATTR_EPOCH,
@@ -47,6 +47,7 @@ from hvit_sweeps.keys import (
     TAG_STUDY,
     TAG_STUDY_FILE,
     best_metric,
+    cost_metric,
     model_metric,
     role_filter,
 )
@@ -499,7 +500,7 @@ def _e(text: str) -> str:
 
 def _metric(name: str, value: Any) -> str:
     """An objective's value as the CLI writes it: accuracies as percentages (11.00%, not 0.11)."""
-    from hvit_sweeps.console import format_metric
+    from hvit_sweeps.metrics import format_metric
 
     return format_metric(name, value)
 

@@ -35,7 +35,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
-from hvit_sweeps.cost import cost_metric
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.export import bash_block, check_export_dest, staged_export
@@ -56,6 +55,7 @@ from hvit_sweeps.keys import (
     TAG_SOURCE_TRIAL,
     TAG_STUDY,
     TAG_TRAINED_ON,
+    cost_metric,
 )
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import Callback, EpochReport, TrainResult, train

@@ -32,9 +32,9 @@ from hvit_sweeps.config import (
     has_field,
     max_stages,
 )
-from hvit_sweeps.cost import COST_METRICS, cost_metric
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import HP_NOT_APPLICABLE, best_metric, model_metric
+from hvit_sweeps.keys import HP_NOT_APPLICABLE, best_metric
+from hvit_sweeps.metrics import cost_metrics, objectives, tracked_metric
 
 if TYPE_CHECKING:
     from hvit_sweeps.data import DatasetInfo
@@ -45,24 +45,10 @@ __all__ = [
     "find_study_files",
     "load_study",
     "studies_dir",
-    "tracked_metric",
     "trial_seed",
 ]
 
-# Metrics a study may optimise: per-epoch validation metrics (reported each epoch
-# for pruning) and static model-size figures (for Pareto trade-offs).
-EPOCH_METRICS = ("val_acc1", "val_acc5", "val_loss", "train_loss")
-MODEL_METRICS = ("params_m", "flops_m")
-# Measured per trial (hvit_sweeps.cost); an objective of these trades accuracy for real cost.
-COST_OBJECTIVES = ("latency_ms", "device_seconds", "peak_memory_mb", "wall_seconds", "train_images_per_second")
 _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
-
-
-def tracked_metric(metric: str) -> str:
-    """The trial-run metric in MLflow holding an objective's final value (epoch metrics: at the best epoch)."""
-    if metric in COST_OBJECTIVES:
-        return cost_metric(metric)
-    return model_metric(metric) if metric in MODEL_METRICS else best_metric(metric)
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -252,7 +238,7 @@ class Objective(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> Objective:
-        known = EPOCH_METRICS + MODEL_METRICS + COST_OBJECTIVES
+        known = objectives()
         if self.metric not in known:
             raise ValueError(f"unknown metric {self.metric!r}: use one of {', '.join(known)}")
         return self
@@ -317,9 +303,9 @@ class StudySpec(_Strict):
                 f"pruner {self.pruner.type}: a study of several objectives prunes with median or percentile "
                 '(on its first objective), or set [pruner] type = "none"'
             )
-        if self.multi_objective and self.pruner.type != "none" and self.objectives[0].metric not in EPOCH_METRICS:
+        if self.multi_objective and self.pruner.type != "none" and self.objectives[0].metric not in objectives("epoch"):
             raise ValueError(
-                f"pruning a study of several objectives needs a per-epoch first objective ({', '.join(EPOCH_METRICS)}), "
+                f"pruning a study of several objectives needs a per-epoch first objective ({', '.join(objectives('epoch'))}), "
                 f'not {self.objectives[0].metric}: put it first, or set [pruner] type = "none"'
             )
         if self.sampler.type == "grid" and self.grid_space() is None:
@@ -379,10 +365,10 @@ class StudySpec(_Strict):
         """The one-point trial figures kept as MLflow metrics: what the view sorts and shows, and the report reads."""
         return {tracked_metric(o.metric) for o in self.objectives} | {
             best_metric("val_acc1"),
-            *(model_metric(m) for m in MODEL_METRICS),
+            *(tracked_metric(m) for m in objectives("size")),
             # Issue 23's measured cost is a metric on every trial (the view's columns and chart, the report's
             # axes, comparisons in MLflow); its charts sit in their own "cost" section of the run page.
-            *(cost_metric(m) for m in COST_METRICS),
+            *(tracked_metric(m) for m in cost_metrics()),
         }
 
     def grid_space(self) -> dict[str, list[Any]] | None:

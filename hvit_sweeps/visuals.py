@@ -48,6 +48,7 @@ from hvit_sweeps.data import (
     make_loaders,
 )
 from hvit_sweeps.keys import VISUALS_DIR
+from hvit_sweeps.metrics import curve_panels
 
 if TYPE_CHECKING:
     from hvit_sweeps.tracking import Tracker
@@ -286,14 +287,10 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, *, tit
     if not history:
         return _message_figure("no per-epoch history recorded", path)
     epochs = [int(h.get("epoch", i + 1)) for i, h in enumerate(history)]
-    panels = [
-        ("loss", ("train_loss", "val_loss")),
-        ("accuracy", ("val_acc1", "val_acc5", "train_acc1")),
-        ("learning rate", ("lr",)),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    panels = curve_panels()
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 3.8))
     marker = "o" if len(epochs) <= 30 else None
-    for ax, (name, keys) in zip(axes, panels, strict=False):
+    for ax, (name, keys) in zip(axes, panels.items(), strict=False):
         for key in keys:
             values = [h.get(key, math.nan) for h in history]
             if not all(math.isnan(v) for v in values):
@@ -304,8 +301,9 @@ def plot_training_curves(history: Sequence[dict[str, float]], path: Path, *, tit
         ax.grid(color="#e5e5e5", linewidth=0.5)
         if ax.lines:
             ax.legend(fontsize=8)
-    _mark_best(axes[1], epochs, [h.get("val_acc1", math.nan) for h in history])
-    axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    by_panel = dict(zip(panels, axes, strict=True))
+    _mark_best(by_panel["accuracy"], epochs, [h.get("val_acc1", math.nan) for h in history])
+    by_panel["learning rate"].ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
     fig.suptitle(title or "training curves", fontsize=11)
     return _save(fig, path)
 

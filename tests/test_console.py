@@ -16,7 +16,6 @@ from hvit_sweeps.console import (
     SweepDashboard,
     best_trials,
     epoch_time_left,
-    format_metric,
     short_params,
     sweep_summary,
     trial_values,
@@ -52,22 +51,6 @@ def study_with(*values: float | None, directions: tuple[str, ...] = ("maximize",
 
 
 # Accuracies read as percentages, lr in scientific notation, rates with thousands separators.
-@pytest.mark.parametrize(
-    ("name", "value", "shown"),
-    [
-        ("val_acc1", 0.25, "25.00%"),
-        ("lr", 0.001, "1.00e-03"),
-        ("images_per_second", 12345.6, "12,346"),
-        ("params_m", 1.23456, "1.235"),
-        ("val_loss", 0.123456, "0.1235"),
-        ("epoch", 3, "3"),
-        ("status", "complete", "complete"),
-    ],
-)
-def test_format_metric(name: str, value: object, shown: str) -> None:
-    assert format_metric(name, value) == shown
-
-
 # A finished trial shows its objective values; several objectives are comma-separated.
 def test_trial_values_of_complete_trials() -> None:
     single = study_with(0.25).trials[0]

@@ -13,11 +13,12 @@ from optuna.trial import TrialState
 
 from hvit_sweeps import packing
 from hvit_sweeps.config import build_config
-from hvit_sweeps.cost import COST_METRICS, VIEW_COST_METRICS, CostMeter, cost_metric, format_cost
-from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, ATTR_RUN_ID, TAG_COST_BASIS
+from hvit_sweeps.cost import CostMeter, format_cost
+from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, ATTR_RUN_ID, TAG_COST_BASIS, cost_metric
+from hvit_sweeps.metrics import cost_metrics, tracked_metric, view_metrics
 from hvit_sweeps.mlflow_view import read_study_view, view_key
 from hvit_sweeps.packing import CardMemory, choose_trials_per_gpu, study_trial_bytes
-from hvit_sweeps.study import load_study, tracked_metric
+from hvit_sweeps.study import load_study
 from hvit_sweeps.train import train
 
 GIB = 2**30
@@ -27,7 +28,7 @@ MB = 2**20
 def test_train_returns_every_cost_figure() -> None:
     config = build_config(SMOKE_DATA, TINY_MODEL, {"epochs": 2})
     result = train(config)
-    assert set(result.cost) == set(COST_METRICS) and result.cost_device == "cpu"
+    assert set(result.cost) == set(cost_metrics()) and result.cost_device == "cpu"
     assert result.cost["latency_batch"] == 32  # 100 val images: a full latency batch
     for name in ("wall_seconds", "device_seconds", "peak_memory_mb", "train_images_per_second", "latency_ms"):
         assert result.cost[name] > 0, name
@@ -117,7 +118,7 @@ def test_every_trial_run_logs_its_cost_pruned_ones_included(workdir: Path) -> No
         (trial,) = optuna.load_study(study_name=name, storage=storage).trials
         states.append(trial.state)
         run = client.get_run(trial.user_attrs[ATTR_RUN_ID])
-        assert {cost_metric(m) for m in COST_METRICS} <= set(run.data.metrics), run.data.metrics
+        assert {cost_metric(m) for m in cost_metrics()} <= set(run.data.metrics), run.data.metrics
         assert run.data.tags[TAG_COST_BASIS] == "process CPU time (user + system, all threads)"
         assert trial.user_attrs[ATTR_COST]["latency_ms"] == run.data.metrics[cost_metric("latency_ms")]
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
@@ -125,7 +126,7 @@ def test_every_trial_run_logs_its_cost_pruned_ones_included(workdir: Path) -> No
     experiment = client.get_experiment_by_name("costed2").experiment_id
     state = read_study_view(client, experiment, view_key("costed2"))
     assert state is not None
-    assert {f"metrics.`{m}`" for m in VIEW_COST_METRICS} <= set(state["selectedColumns"])
+    assert {f"metrics.`{m}`" for m in view_metrics() if m.startswith("cost/")} <= set(state["selectedColumns"])
     scatter = state["compareRunCharts"][-1]
     assert scatter["type"] == "SCATTER" and scatter["xaxis"]["key"] == "cost/device_seconds"
     assert scatter["yaxis"]["key"] == "best/val_acc1"

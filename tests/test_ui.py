@@ -22,8 +22,8 @@ from mlflow import MlflowClient
 
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import PARAM_OBJECTIVES, ROLE_STUDY, ROLE_TRIAL, role_filter
+from hvit_sweeps.metrics import tracked_metric
 from hvit_sweeps.mlflow_view import StudyView, read_study_view, view_key, view_url, write_study_view
-from hvit_sweeps.study import tracked_metric
 from hvit_sweeps.tracking import Tracker, default_tracking_uri
 from hvit_sweeps.ui import serve_ui
 

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from hvit_sweeps.cost import VIEW_COST_METRICS, cost_metric
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     ATTR_EXPERIMENT,
@@ -33,10 +32,10 @@ from hvit_sweeps.keys import (
     TAG_RANK,
     TAG_STUDY_FILE,
     TAG_TRIAL_STATE,
-    model_metric,
+    cost_metric,
 )
+from hvit_sweeps.metrics import tracked_metric, view_metrics
 from hvit_sweeps.mlflow_view import StudyView, view_key, write_study_view
-from hvit_sweeps.study import MODEL_METRICS, tracked_metric
 from hvit_sweeps.sweep.ranks import write_ranks
 from hvit_sweeps.sweep.state import (
     Connected,
@@ -210,7 +209,7 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         param_keys=[
             f"{HP_PREFIX}{name}" for name in sorted(spec.param_names(), key=lambda n: n != "stages.num_stages")
         ],
-        extra_metrics=[*(model_metric(m) for m in MODEL_METRICS), *VIEW_COST_METRICS],
+        extra_metrics=list(view_metrics()),
         state_tag=TAG_TRIAL_STATE,
         rank_tag=TAG_RANK,
         curve_metric="val_acc1",

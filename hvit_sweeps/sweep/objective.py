@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.console import console
-from hvit_sweeps.cost import cost_metric, device_basis
+from hvit_sweeps.cost import device_basis
 from hvit_sweeps.data import DatasetSplits
 from hvit_sweeps.keys import (
     ATTR_COST,
@@ -50,9 +50,11 @@ from hvit_sweeps.keys import (
     TAG_VISUALS,
     VISUALS_DIR,
     best_metric,
+    cost_metric,
     model_metric,
 )
-from hvit_sweeps.study import EPOCH_METRICS, StudySpec
+from hvit_sweeps.metrics import objectives, summarised
+from hvit_sweeps.study import StudySpec
 from hvit_sweeps.sweep.prune import prune_first_objective
 from hvit_sweeps.sweep.resume import (
     TAG_CODE,
@@ -72,8 +74,6 @@ from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
 __all__ = ["MAX_RETRIES", "SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals", "queue_retry"]
 
-_NOT_SUMMARIES = ("lr", "epoch_seconds", "images_per_second")
-
 
 class SurplusTrial(Exception):
     """Raised for a trial asked for after the target was already reached by others."""
@@ -91,7 +91,7 @@ class TrialReporter(Callback):
         self.trial.set_user_attr(ATTR_EPOCH, report.epoch)
         self.trial.set_user_attr(ATTR_HEARTBEAT, time.time())
         metric = self.spec.objectives[0].metric
-        if metric not in EPOCH_METRICS:
+        if metric not in objectives("epoch"):
             return None  # a size or cost objective has no per-epoch value to prune on
         if self.spec.multi_objective:  # Optuna refuses trial.report here: our own rule on the first objective
             maximize = self.spec.directions[0] == "maximize"
@@ -246,7 +246,7 @@ class TrialObjective:
         final = {
             **{model_metric(k): v for k, v in result.model_stats.items()},
             # lr or speed at the best epoch would read as "the best lr": the epoch says which it was.
-            **{best_metric(k): v for k, v in result.best_metrics.items() if k not in _NOT_SUMMARIES},
+            **{best_metric(k): v for k, v in result.best_metrics.items() if k in summarised()},
             best_metric("epoch"): float(result.best_epoch),
             **result.test_metrics,
             **{cost_metric(k): v for k, v in result.cost.items()},
