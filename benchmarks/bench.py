@@ -488,7 +488,7 @@ class StepClock:
 
 def step_clock() -> StepClock:
     """A :class:`StepClock` that is also a ``hvit_sweeps.train.Callback``."""
-    from hvit_sweeps.train import Callback
+    from hvit_sweeps.callbacks import Callback
 
     return type("StepCallback", (StepClock, Callback), {})()
 
@@ -1563,7 +1563,7 @@ def _states(run: SweepRun) -> str:
 # -- section: trial-timeline ---------------------------------------------------------------
 
 
-GRAPH_WARMUP_STEPS = 3  # hvit_sweeps.train._GraphedStep.warmup_steps: eager steps before the capture
+GRAPH_WARMUP_STEPS = 3  # hvit_sweeps.steps.GraphedStep.warmup_steps: eager steps before the capture
 
 
 @dataclass
@@ -1679,7 +1679,7 @@ def startup_costs(profile: Profile) -> dict[str, float]:
     from hvit_sweeps.config import build_config
     from hvit_sweeps.data import load_dataset, make_loaders
     from hvit_sweeps.model import build_model
-    from hvit_sweeps.train import resolve_device
+    from hvit_sweeps.runtime import resolve_device
 
     start = time.perf_counter()
     code = "import hvit_sweeps.cli, hvit_sweeps.sweep, hvit_sweeps.train, optuna, mlflow, torch"

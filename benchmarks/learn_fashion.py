@@ -78,7 +78,7 @@ def save(name: str, record: dict[str, Any]) -> Path:
 
 
 def epoch_printer() -> Any:
-    from hvit_sweeps.train import Callback, EpochReport
+    from hvit_sweeps.callbacks import Callback, EpochReport
 
     class Printer(Callback):
         """One line per epoch, so a background run can be followed in its log."""
@@ -274,7 +274,7 @@ def study_summary(study_path: Path, root: Path) -> dict[str, Any]:
 def evaluate_export(checkpoint: Path) -> dict[str, Any]:
     """The exported winner on the full 10k test set, through the package API (as `hvit-sweep eval`)."""
     from hvit_sweeps.checkpoint import load_checkpoint
-    from hvit_sweeps.train import evaluate_checkpoint
+    from hvit_sweeps.evaluate import evaluate_checkpoint
 
     saved = load_checkpoint(checkpoint)
     overrides = {"runtime.device": "cpu"} if runtime_layer() else {}

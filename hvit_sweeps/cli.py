@@ -182,7 +182,7 @@ def evaluate_checkpoint(
     """Evaluate a checkpoint on the validation split it was chosen on, and on test."""
     from hvit_sweeps.checkpoint import load_checkpoint
     from hvit_sweeps.console import console, dataset_line, eval_table
-    from hvit_sweeps.train import evaluate_checkpoint as run_eval
+    from hvit_sweeps.evaluate import evaluate_checkpoint as run_eval
     from hvit_sweeps.visuals import write_checkpoint_visuals
 
     if split not in ("val", "test", "both"):
@@ -523,7 +523,7 @@ def _worker_args(sweep: Sweep, *, timeout: float | None) -> list[str]:
 
 def _sweep_banner(sweep: Sweep, connected: Connected, workers: int) -> str:
     from hvit_sweeps.data import describe_dataset
-    from hvit_sweeps.train import resolve_device, runtime_notes
+    from hvit_sweeps.runtime import resolve_device, runtime_notes
 
     config = sweep.base_config
     info = describe_dataset(config.data)

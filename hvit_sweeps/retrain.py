@@ -33,6 +33,7 @@ from mlflow.utils.validation import (
 )
 from optuna.trial import FrozenTrial, TrialState
 
+from hvit_sweeps.callbacks import Callback, EpochReport, TrainResult
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
@@ -58,7 +59,7 @@ from hvit_sweeps.keys import (
     cost_metric,
 )
 from hvit_sweeps.tracking import Tracker
-from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
+from hvit_sweeps.train import train
 
 __all__ = [
     "FINAL_CHECKPOINT",

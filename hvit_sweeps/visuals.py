@@ -389,7 +389,7 @@ def write_checkpoint_visuals(
         history: Per-epoch metrics; by default the checkpoint's own, when it kept them.
     """
     from hvit_sweeps.config import build_config
-    from hvit_sweeps.train import resolve_device
+    from hvit_sweeps.runtime import resolve_device
 
     config = build_config(checkpoint.config.model_dump(mode="json"), overrides or {}, info=splits.info)
     device = resolve_device(config.runtime.device)

@@ -19,6 +19,7 @@ from conftest import hvit, ok, tiny_study
 from hvit_sweeps.checkpoint import load_checkpoint
 from hvit_sweeps.data import FASHION_MNIST_SYSTEM_DIR
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.evaluate import evaluate_checkpoint
 from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_PARENT, ATTR_RUN_ID, TAG_ROLE
 from hvit_sweeps.retrain import (
     FINAL_CHECKPOINT,
@@ -29,7 +30,6 @@ from hvit_sweeps.retrain import (
 )
 from hvit_sweeps.sweep import open_storage
 from hvit_sweeps.tracking import Tracker
-from hvit_sweeps.train import evaluate_checkpoint
 
 pytestmark = [
     pytest.mark.slow,  # every test runs a real study through the CLI

@@ -11,23 +11,17 @@ import torch
 from conftest import SMOKE_DATA, TINY_MODEL
 from torch import nn
 
+import hvit_sweeps.saving as saving_module
 import hvit_sweeps.train as train_module
+from hvit_sweeps.callbacks import Callback, EpochReport, TrainResult
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint, load_model
-from hvit_sweeps.config import RuntimeConfig, TrainConfig, build_config
+from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig, build_config
 from hvit_sweeps.data import FASHION_MNIST_SYSTEM_DIR
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.train import (
-    Callback,
-    EpochReport,
-    Precision,
-    TrainResult,
-    evaluate_checkpoint,
-    resolve_device,
-    resolve_runtime,
-    runtime_notes,
-    step_mode,
-    train,
-)
+from hvit_sweeps.evaluate import evaluate_checkpoint
+from hvit_sweeps.runtime import Precision, resolve_device, resolve_runtime, runtime_notes, step_mode
+from hvit_sweeps.steps import EagerStep, GraphedStep, make_step
+from hvit_sweeps.train import train
 
 TINY: dict[str, Any] = {**TINY_MODEL, "model.drop_path_rate": 0.0}
 SMOKE = SMOKE_DATA  # 200 train images: 3 batches of 64
@@ -238,6 +232,28 @@ def test_cuda_graphs_on_cpu_degrade_with_a_note() -> None:
     assert any("--cuda-graphs" in note and "cpu" in note for note in result.notes), result.notes
 
 
+# Both step kinds run one EagerStep: a graph captures its update (no zero_grad: the
+# gradients are allocated in the graph's pool), while the eager call clears them first.
+def test_step_kinds_share_one_eager_step() -> None:
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: the weights, hence the gradients, stay put
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    eager = EagerStep(
+        model, optimizer, scaler, Precision("cpu", None), OptimConfig(grad_clip=0), torch.contiguous_format
+    )
+    assert make_step(eager, graphed=False) is eager
+    graphed = make_step(eager, graphed=True)
+    assert isinstance(graphed, GraphedStep) and graphed.step is eager and graphed.graph is None
+    x, y = torch.randn(2, 4), torch.tensor([0, 2])
+    eager.update(x, y)
+    assert model.weight.grad is not None
+    first = model.weight.grad.clone()
+    eager.update(x, y)
+    assert torch.allclose(model.weight.grad, 2 * first)
+    eager(x, y)
+    assert torch.allclose(model.weight.grad, first)
+
+
 # The best checkpoint is safe to load and rebuilds a model with the exact best weights.
 def test_checkpoint_round_trip_gives_identical_logits(trained: Trained) -> None:
     payload = torch.load(trained.best, weights_only=True)
@@ -287,13 +303,13 @@ def test_resume_runs_only_the_missing_epochs(trained: Trained, tmp_path: Path) -
 # best_checkpoint="at_end" (sweep trials) writes one weights-only file, of the best epoch, after training.
 def test_best_checkpoint_at_end_writes_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[int] = []
-    real_save = train_module.save_checkpoint
+    real_save = saving_module.save_checkpoint
 
     def counting_save(path: Path, **kwargs: Any) -> None:
         writes.append(kwargs["epoch"])
         real_save(path, **kwargs)
 
-    monkeypatch.setattr(train_module, "save_checkpoint", counting_save)
+    monkeypatch.setattr(saving_module, "save_checkpoint", counting_save)
     config = tiny_config({"epochs": 3, "checkpoint_path": str(tmp_path / "best.pth")})
     result = train(config, best_checkpoint="at_end")
     saved = load_checkpoint(tmp_path / "best.pth")

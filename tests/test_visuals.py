@@ -14,10 +14,13 @@ from conftest import SMOKE_DATA, TINY_MODEL
 from PIL import Image
 from torch import nn
 
+from hvit_sweeps.callbacks import TrainResult
 from hvit_sweeps.checkpoint import load_checkpoint, load_model
 from hvit_sweeps.config import build_config
 from hvit_sweeps.data import DatasetSplits, Loaders, load_dataset, make_loaders
-from hvit_sweeps.train import Precision, TrainResult, evaluate, train
+from hvit_sweeps.evaluate import evaluate
+from hvit_sweeps.runtime import Precision
+from hvit_sweeps.train import train
 from hvit_sweeps.visuals import (
     Predictions,
     confusion_matrix,

@@ -160,10 +160,10 @@ def final_model(args: argparse.Namespace) -> int:
     import optuna
 
     from hvit_sweeps.checkpoint import load_checkpoint
+    from hvit_sweeps.evaluate import evaluate_checkpoint
     from hvit_sweeps.retrain import FINAL_CHECKPOINT, final_summary, retrain_best
     from hvit_sweeps.sweep import open_storage
     from hvit_sweeps.tracking import Tracker
-    from hvit_sweeps.train import evaluate_checkpoint
 
     study = optuna.load_study(study_name=STUDY, storage=open_storage(None, root=args.root))
     overrides: dict[str, Any] = {"data.data_dir": str(args.data_dir), "data.download": False}

@@ -19,6 +19,7 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
+from hvit_sweeps.callbacks import Callback, EpochReport, TrainResult
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.console import console
@@ -69,7 +70,7 @@ from hvit_sweeps.sweep.resume import (
 from hvit_sweeps.sweep.state import Connected, Sweep, SweepDisplay, best_trials
 from hvit_sweeps.sweep.storage import MAX_RETRIES, retry_trial, trial_id
 from hvit_sweeps.tracking import Tracker
-from hvit_sweeps.train import Callback, EpochReport, TrainResult, train
+from hvit_sweeps.train import train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
 __all__ = ["MAX_RETRIES", "SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals", "queue_retry"]

@@ -1,0 +1,118 @@
+"""The train step: forward, backward, clipping and AdamW for one batch.
+
+Two kinds share one interface (:class:`Step`): :class:`EagerStep` runs the step
+as written; :class:`GraphedStep` captures it once in a CUDA graph and replays it,
+which removes the launch overhead that dominates a model this small. Neither
+does host work: each returns the detached loss, still on the device.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hvit_sweeps.config import OptimConfig
+from hvit_sweeps.runtime import Precision
+
+__all__ = ["EagerStep", "GraphedStep", "Step", "make_step"]
+
+
+class Step(Protocol):
+    """One optimizer step on the batch ``(x, y)``; returns its loss as a device tensor."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+
+class EagerStep:
+    """Forward, backward, clip and AdamW for one batch; returns the detached loss."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        precision: Precision,
+        optim: OptimConfig,
+        memory_format: torch.memory_format,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.precision = precision
+        self.optim = optim
+        self.memory_format = memory_format
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.update(x, y)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The step without clearing the gradients first: what a CUDA graph captures."""
+        with self.precision.autocast():
+            logits = self.model(x.contiguous(memory_format=self.memory_format))
+        # Soft targets (mixup/cutmix) and hard labels share this loss.
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.optim.label_smoothing)
+        self.scaler.scale(loss).backward()
+        if self.optim.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            # foreach norm with no error check: no host sync, safe to capture.
+            nn.utils.clip_grad_norm_(self.params, self.optim.grad_clip, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+
+class GraphedStep:
+    """Replays one CUDA graph of the whole train step after a few eager warm-ups.
+
+    Capture needs static input buffers, a capturable optimizer with a tensor lr
+    (the schedule then writes into that tensor) and gradients allocated inside the
+    graph's memory pool, hence ``zero_grad(set_to_none=True)`` right before capture.
+    """
+
+    warmup_steps = 3
+
+    def __init__(self, step: EagerStep) -> None:
+        self.step = step
+        self.calls = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.graph is None and self.calls < self.warmup_steps:
+            self.calls += 1
+            # Warm-up on a side stream, as capture requires (cuBLAS handles, autograd state).
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                loss = self.step(x, y)
+            torch.cuda.current_stream().wait_stream(side)
+            return loss
+        if self.graph is None:
+            self._capture(x, y)
+        assert self.static is not None and self.graph is not None
+        static_x, static_y, static_loss = self.static
+        static_x.copy_(x)
+        static_y.copy_(y)
+        self.graph.replay()
+        return static_loss.clone()
+
+    def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        static_x, static_y = x.clone(), y.clone()
+        self.step.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        # "thread_local": the CPU loader's pin-memory thread allocates pinned buffers
+        # (cudaHostAlloc) at any time; under the default "global" mode that call
+        # would invalidate this capture. Nothing that thread does belongs in the graph.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+            static_loss = self.step.update(static_x, static_y)
+        self.graph, self.static = graph, (static_x, static_y, static_loss)
+
+
+def make_step(eager: EagerStep, *, graphed: bool) -> Step:
+    """The step a run uses: ``eager`` itself, or ``eager`` captured in a CUDA graph."""
+    return GraphedStep(eager) if graphed else eager
