@@ -3,7 +3,8 @@
 Two kinds share one interface (:class:`Step`): :class:`EagerStep` runs the step
 as written; :class:`GraphedStep` captures it once in a CUDA graph and replays it,
 which removes the launch overhead that dominates a model this small. Neither
-does host work: each returns the detached loss, still on the device.
+does host work: each returns the batch's figures (its loss, ...) as detached device
+tensors, which the loop averages over the epoch and reports as ``train_<name>``.
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ from hvit_sweeps.runtime import Precision
 __all__ = ["EagerStep", "GraphedStep", "Step", "make_step"]
 
 
-class Step(Protocol):
-    """One optimizer step on the batch ``(x, y)``; returns its loss as a device tensor."""
+# A batch's figures by name, each a 0-d tensor still on the device (no host sync per step).
+StepFigures = dict[str, torch.Tensor]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+class Step(Protocol):
+    """One optimizer step on the batch ``(x, y)``; returns the batch's figures."""
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepFigures: ...
 
 
 class EagerStep:
-    """Forward, backward, clip and AdamW for one batch; returns the detached loss."""
+    """Forward, backward, clip and AdamW for one batch; returns the batch's detached figures."""
 
     def __init__(
         self,
@@ -46,11 +51,11 @@ class EagerStep:
         self.memory_format = memory_format
         self.params = [p for p in model.parameters() if p.requires_grad]
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepFigures:
         self.optimizer.zero_grad(set_to_none=True)
         return self.update(x, y)
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> StepFigures:
         """The step without clearing the gradients first: what a CUDA graph captures."""
         with self.precision.autocast():
             logits = self.model(x.contiguous(memory_format=self.memory_format))
@@ -63,7 +68,7 @@ class EagerStep:
             nn.utils.clip_grad_norm_(self.params, self.optim.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach()
+        return {"loss": loss.detach()}
 
 
 class GraphedStep:
@@ -80,26 +85,26 @@ class GraphedStep:
         self.step = step
         self.calls = 0
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.static: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.static: tuple[torch.Tensor, torch.Tensor, StepFigures] | None = None
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> StepFigures:
         if self.graph is None and self.calls < self.warmup_steps:
             self.calls += 1
             # Warm-up on a side stream, as capture requires (cuBLAS handles, autograd state).
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                loss = self.step(x, y)
+                figures = self.step(x, y)
             torch.cuda.current_stream().wait_stream(side)
-            return loss
+            return figures
         if self.graph is None:
             self._capture(x, y)
         assert self.static is not None and self.graph is not None
-        static_x, static_y, static_loss = self.static
+        static_x, static_y, static_figures = self.static
         static_x.copy_(x)
         static_y.copy_(y)
         self.graph.replay()
-        return static_loss.clone()
+        return {name: value.clone() for name, value in static_figures.items()}
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         static_x, static_y = x.clone(), y.clone()
@@ -109,8 +114,8 @@ class GraphedStep:
         # (cudaHostAlloc) at any time; under the default "global" mode that call
         # would invalidate this capture. Nothing that thread does belongs in the graph.
         with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            static_loss = self.step.update(static_x, static_y)
-        self.graph, self.static = graph, (static_x, static_y, static_loss)
+            static_figures = self.step.update(static_x, static_y)
+        self.graph, self.static = graph, (static_x, static_y, static_figures)
 
 
 def make_step(eager: EagerStep, *, graphed: bool) -> Step:

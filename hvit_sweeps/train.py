@@ -219,27 +219,35 @@ def _run_epoch(run: _Run, callbacks: Sequence[Callback]) -> dict[str, float]:
     # float() now: with a tensor lr (CUDA graphs) some torch versions return the live tensor.
     lr = float(run.scheduler.get_last_lr()[0])
     start = time.perf_counter()
-    loss_sum: torch.Tensor | None = None
+    sums: dict[str, torch.Tensor] = {}
     num_batches = len(run.loaders.train)
     seen = 0
     for batch, (x, y) in enumerate(run.loaders.train, start=1):
-        loss = run.step(x, y)
-        loss_sum = loss if loss_sum is None else loss_sum + loss
+        for name, value in run.step(x, y).items():
+            sums[name] = sums[name] + value if name in sums else value
         run.scheduler.step()
         seen += len(x)
         for callback in callbacks:
             callback.on_batch_end(batch, num_batches)
         interrupt.check()  # a Ctrl-C stops here, between two optimizer steps
-    train_loss = (loss_sum / num_batches).item() if loss_sum is not None else float("nan")
     train_seconds = time.perf_counter() - start
     val = evaluate(run.compiled, run.loaders.val, run.precision, run.memory_format)
     return {
-        "train_loss": train_loss,
+        **prefixed("train", _epoch_means(sums, num_batches)),
         **prefixed("val", val),
         "lr": lr,
         "epoch_seconds": time.perf_counter() - start,
         "images_per_second": seen / train_seconds if train_seconds > 0 else 0.0,
     }
+
+
+def _epoch_means(sums: dict[str, torch.Tensor], num_batches: int) -> dict[str, float]:
+    """The step's figures averaged over the epoch's batches, in one host sync."""
+    if not sums:
+        return {"loss": float("nan")}  # no batch ran: the loss check after the epoch stops the run
+    names = list(sums)
+    means = (torch.stack([sums[name] for name in names]) / num_batches).tolist()
+    return dict(zip(names, means, strict=True))
 
 
 def _finish_run(

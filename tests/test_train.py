@@ -245,7 +245,7 @@ def test_step_kinds_share_one_eager_step() -> None:
     graphed = make_step(eager, graphed=True)
     assert isinstance(graphed, GraphedStep) and graphed.step is eager and graphed.graph is None
     x, y = torch.randn(2, 4), torch.tensor([0, 2])
-    eager.update(x, y)
+    assert set(eager.update(x, y)) == {"loss"}
     assert model.weight.grad is not None
     first = model.weight.grad.clone()
     eager.update(x, y)
