@@ -19,6 +19,7 @@ from hvit_sweeps.config import OptimConfig, RuntimeConfig, TrainConfig, build_co
 from hvit_sweeps.data import FASHION_MNIST_SYSTEM_DIR
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.evaluate import evaluate_checkpoint
+from hvit_sweeps.metrics import epoch_metrics
 from hvit_sweeps.runtime import Precision, resolve_device, resolve_runtime, runtime_notes, step_mode
 from hvit_sweeps.steps import EagerStep, GraphedStep, make_step
 from hvit_sweeps.train import train
@@ -26,7 +27,7 @@ from hvit_sweeps.train import train
 TINY: dict[str, Any] = {**TINY_MODEL, "model.drop_path_rate": 0.0}
 SMOKE = SMOKE_DATA  # 200 train images: 3 batches of 64
 STEPS_PER_EPOCH = 3
-METRIC_KEYS = {"train_loss", "val_loss", "val_acc1", "val_acc5", "lr", "epoch_seconds", "images_per_second"}
+METRIC_KEYS = set(epoch_metrics())  # the registry (tests/test_metrics.py holds it to what the loop produces)
 
 
 def _metrics(entry: dict[str, float]) -> dict[str, float]:
@@ -245,7 +246,7 @@ def test_step_kinds_share_one_eager_step() -> None:
     graphed = make_step(eager, graphed=True)
     assert isinstance(graphed, GraphedStep) and graphed.step is eager and graphed.graph is None
     x, y = torch.randn(2, 4), torch.tensor([0, 2])
-    assert set(eager.update(x, y)) == {"loss"}
+    assert "loss" in eager.update(x, y)
     assert model.weight.grad is not None
     first = model.weight.grad.clone()
     eager.update(x, y)
