@@ -83,6 +83,7 @@ METRICS: dict[str, Metric] = {
         _accuracy("val_acc5"),
         _loss("val_loss"),
         _loss("train_loss"),
+        _accuracy("train_acc1"),  # on the augmented batches, as trained: below val_acc1 under mixup/cutmix
         Metric("lr", "epoch", style="sci", panel="learning rate"),
         Metric("epoch_seconds", "epoch", "minimize"),
         Metric("images_per_second", "epoch", "maximize", style="rate"),

@@ -68,7 +68,13 @@ class EagerStep:
             nn.utils.clip_grad_norm_(self.params, self.optim.grad_clip, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return {"loss": loss.detach()}
+        return {"loss": loss.detach(), "acc1": _top1(logits.detach(), y)}
+
+
+def _top1(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The batch's top-1 accuracy; a soft target (mixup/cutmix) counts as its largest class."""
+    labels = y.argmax(dim=1) if y.ndim == 2 else y
+    return (logits.argmax(dim=1) == labels).float().mean()
 
 
 class GraphedStep:
