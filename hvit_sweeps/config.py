@@ -25,19 +25,16 @@ from pydantic import (
     model_validator,
 )
 
-# The one dataset list; the registry is torch-free, so --help stays fast.
-from hvit_sweeps.data.registry import DATASET_NAMES as BUILTIN_DATASETS
-from hvit_sweeps.data.registry import FOLDER_PREFIX
+# Torch-free, so --help stays fast; DataConfig is re-exported as the config's data section.
+from hvit_sweeps.data.settings import DataConfig
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.metrics import Monitor, better
 
 if TYPE_CHECKING:
-    from hvit_sweeps.data import DatasetInfo
+    from hvit_sweeps.data.info import DatasetInfo
 
 __all__ = [
-    "BUILTIN_DATASETS",
     "DATA_SHAPED_PATHS",
-    "FOLDER_PREFIX",
     "DataConfig",
     "ModelConfig",
     "OptimConfig",
@@ -164,52 +161,6 @@ def _check_patch_grid(config: ModelConfig) -> None:
         )
 
 
-class DataConfig(_Strict):
-    """Where the data comes from and how it is split, augmented and batched."""
-
-    dataset: str = Field("cifar100", description=f"Dataset: {', '.join(BUILTIN_DATASETS)} or {FOLDER_PREFIX}PATH.")
-    data_dir: Path = Field(Path("data"), description="Folder that holds (or receives) downloaded datasets.")
-    download: bool = Field(True, description="Download a missing dataset where that is possible.")
-    val_split: float = Field(0.1, gt=0, lt=1, description="Share of the train set held out for validation.")
-    batch_size: int = Field(128, ge=1, description="Samples per batch.")
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes (cpu loader only).")
-    loader: Literal["auto", "cpu", "device"] = Field(
-        "auto", description="Where batches are built: cpu workers, the device, or auto (device on CUDA and CPU)."
-    )
-    augment: Literal["none", "basic", "trivialaugment", "randaugment"] = Field(
-        "basic", description="Train augmentation: none, basic (crop+flip), or basic plus TrivialAugment/RandAugment."
-    )
-    mixup_alpha: float = Field(0.0, ge=0, description="MixUp Beta(alpha, alpha); 0 turns it off.")
-    cutmix_alpha: float = Field(0.0, ge=0, description="CutMix Beta(alpha, alpha); 0 turns it off.")
-    image_size: int | None = Field(
-        None, ge=1, description="folder: datasets only: resize images to this square size (default 32)."
-    )
-    max_train_samples: int | None = Field(
-        None, ge=1, description="Use a stratified subset of this many train samples (smoke runs)."
-    )
-    max_eval_samples: int | None = Field(
-        None, ge=1, description="Cap val and test at this many samples each (stratified)."
-    )
-
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        name = value.strip()
-        if name.startswith(FOLDER_PREFIX):
-            if not name[len(FOLDER_PREFIX) :].strip():
-                raise ValueError("folder: needs a path, e.g. folder:/data/my_images")
-            return name
-        if name.lower() in BUILTIN_DATASETS:
-            return name.lower()
-        raise ValueError(f"unknown dataset {value!r}; choose one of {', '.join(BUILTIN_DATASETS)} or folder:PATH")
-
-    @model_validator(mode="after")
-    def _image_size_only_for_folders(self) -> DataConfig:
-        if self.image_size is not None and not self.dataset.startswith(FOLDER_PREFIX):
-            raise ValueError("image_size applies only to folder:PATH datasets; built-ins keep their native size")
-        return self
-
-
 class OptimConfig(_Strict):
     """AdamW with linear warm-up then cosine decay, in decoupled form."""
 
@@ -292,9 +243,7 @@ def build_config(*layers: Mapping[str, Any], source: str = "config", info: Datas
         merged.get("model", {}).pop(name, None)
     try:
         if info is None:
-            from hvit_sweeps.data import (
-                describe_dataset,  # cached; only a folder: scan imports torch
-            )
+            from hvit_sweeps.data.describe import describe_dataset  # cached; only a folder: scan imports torch
 
             info = describe_dataset(DataConfig.model_validate(merged.get("data", {})))
         merged.setdefault("model", {}).update(

@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import optuna
-from optuna.distributions import BaseDistribution
-from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hvit_sweeps.config import (
@@ -35,69 +33,30 @@ from hvit_sweeps.config import (
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import HP_NOT_APPLICABLE, best_metric
 from hvit_sweeps.metrics import cost_metrics, objectives, tracked_metric
+from hvit_sweeps.search import (
+    GridSamplerSpec,
+    MedianPrunerSpec,
+    NoPrunerSpec,
+    PrunerSpec,
+    RankPrunerSpec,
+    SamplerSpec,
+    TpeSamplerSpec,
+    fingerprint_fields,
+    make_pruner,
+    make_sampler,
+)
 
 if TYPE_CHECKING:
     from hvit_sweeps.data import DatasetInfo
 
 __all__ = [
     "StudySpec",
-    "TrialSeededSampler",
     "find_study_files",
     "load_study",
     "studies_dir",
-    "trial_seed",
 ]
 
 _ARCHITECTURE_PATHS = ("model.embed_dims", "model.depths", "model.num_heads")
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """A sampler seed for trial ``number`` of a study seeded ``seed``: stable, and apart for every trial."""
-    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")  # numpy takes seeds below 2**32
-
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Delegates each trial to a fresh sampler seeded from (study seed, trial number).
-
-    A sampler seeded once per process replays the study's first draws in every new
-    process: a second `run`, `run --resume`, each worker (in containers their pids
-    are equal too). The trial number is unique in the storage, across processes and
-    hosts, so keying the randomness to it gives every trial draws of its own, while
-    one `run` from an empty study stays reproducible. The samplers keep no state
-    between trials that matters: TPE, GP, CMA-ES and NSGA-II read the history from
-    the storage.
-    """
-
-    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], *, seed: int) -> None:
-        self._factory, self._seed = factory, seed
-        self.inner = factory(trial_seed(seed, 0))
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        # Optuna calls this first for every trial (also a popped WAITING one), before any sampling.
-        self.inner = self._factory(trial_seed(self._seed, trial.number))
-        self.inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return self.inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
 
 
 class _Strict(BaseModel):
@@ -244,23 +203,6 @@ class Objective(_Strict):
         return self
 
 
-class SamplerSpec(_Strict):
-    type: Literal["tpe", "random", "gp", "cmaes", "nsga2", "grid"] = "tpe"
-    seed: int = 0
-    n_startup_trials: int | None = Field(None, ge=0, description="tpe, gp and cmaes only.")
-
-
-class PrunerSpec(_Strict):
-    type: Literal["median", "percentile", "hyperband", "successive-halving", "threshold", "none"] = "median"
-    n_startup_trials: int = Field(5, ge=0, description="median, percentile.")
-    n_warmup_steps: int = Field(1, ge=0, description="median, percentile, threshold: epochs before pruning starts.")
-    percentile: float = Field(25.0, gt=0, lt=100, description="percentile.")
-    min_resource: int = Field(1, ge=1, description="hyperband, successive-halving: epochs.")
-    reduction_factor: int = Field(3, ge=2, description="hyperband, successive-halving.")
-    lower: float | None = Field(None, description="threshold: prune below this value.")
-    upper: float | None = Field(None, description="threshold: prune above this value.")
-
-
 class StudySpec(_Strict):
     """One study file."""
 
@@ -269,8 +211,8 @@ class StudySpec(_Strict):
     trials: int = Field(20, ge=1, description="Trials that `run` adds when --trials is not given.")
     max_epochs: int = Field(20, ge=1, description="Each trial's epoch budget.")
     objectives: list[Objective] = Field(default_factory=lambda: [Objective()], min_length=1)
-    sampler: SamplerSpec = SamplerSpec()
-    pruner: PrunerSpec = PrunerSpec()
+    sampler: SamplerSpec = TpeSamplerSpec()
+    pruner: PrunerSpec = MedianPrunerSpec()
     keep_top_k: int | None = Field(None, ge=1, description="Keep checkpoints of the best k trials only.")
     visuals: bool = Field(True, description="Log per-trial visuals (confusion matrix, ...) for kept checkpoints.")
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -298,7 +240,7 @@ class StudySpec(_Strict):
         if "epochs" in self.fixed or "epochs" in self.space:
             raise ValueError("epochs: use max_epochs at the top of the file")
         # A Pareto study prunes on its first objective by hvit_sweeps.sweep.prune's median/percentile rule.
-        if self.multi_objective and self.pruner.type not in ("none", "median", "percentile"):
+        if self.multi_objective and not isinstance(self.pruner, NoPrunerSpec | RankPrunerSpec):
             raise ValueError(
                 f"pruner {self.pruner.type}: a study of several objectives prunes with median or percentile "
                 '(on its first objective), or set [pruner] type = "none"'
@@ -308,10 +250,8 @@ class StudySpec(_Strict):
                 f"pruning a study of several objectives needs a per-epoch first objective ({', '.join(objectives('epoch'))}), "
                 f'not {self.objectives[0].metric}: put it first, or set [pruner] type = "none"'
             )
-        if self.sampler.type == "grid" and self.grid_space() is None:
+        if isinstance(self.sampler, GridSamplerSpec) and self.grid_space() is None:
             raise ValueError("sampler grid: every parameter needs a finite set (categorical, int, or float with step)")
-        if self.pruner.type == "threshold" and self.pruner.lower is None and self.pruner.upper is None:
-            raise ValueError("pruner threshold: set lower or upper")
         return self
 
     @property
@@ -325,7 +265,9 @@ class StudySpec(_Strict):
     @property
     def fingerprint(self) -> str:
         """Hash of everything that defines the search, to refuse mixing two studies."""
-        text = json.dumps(self.model_dump(mode="json", exclude={"description", "trials", "keep_top_k"}), sort_keys=True)
+        fields = self.model_dump(mode="json", exclude={"description", "trials", "keep_top_k"})
+        fields.update(fingerprint_fields(self.sampler, self.pruner))
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
@@ -417,51 +359,11 @@ class StudySpec(_Strict):
                 build_config(*base, arch, source=f"study {self.name}: stages")
 
     def make_sampler(self) -> optuna.samplers.BaseSampler:
-        """The sampler. Its randomness is keyed to each trial's number, not to the process.
-
-        Grid studies pick untried cells, so they keep one seeded sampler.
-        """
-        spec = self.sampler
-        if spec.type == "grid":
-            return optuna.samplers.GridSampler(self.grid_space() or {}, seed=spec.seed)
-        return TrialSeededSampler(self._sampler_factory(), seed=spec.seed)
-
-    def _sampler_factory(self) -> Callable[[int], optuna.samplers.BaseSampler]:
-        """Builds the study's sampler type with its settings for a given seed."""
-        spec = self.sampler
-        startup: dict[str, Any] = {} if spec.n_startup_trials is None else {"n_startup_trials": spec.n_startup_trials}
-        factories: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-            "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, **startup),
-            "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-            "gp": lambda seed: optuna.samplers.GPSampler(seed=seed, **startup),
-            "cmaes": lambda seed: optuna.samplers.CmaEsSampler(seed=seed, **startup),
-            "nsga2": lambda seed: optuna.samplers.NSGAIISampler(seed=seed),
-        }
-        return factories[spec.type]
+        """The sampler; its randomness is keyed to each trial's number, not to the process (but for grid)."""
+        return make_sampler(self.sampler, grid=self.grid_space() if isinstance(self.sampler, GridSamplerSpec) else None)
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        spec = self.pruner
-        if spec.type == "median":
-            return optuna.pruners.MedianPruner(
-                n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
-            )
-        if spec.type == "percentile":
-            return optuna.pruners.PercentilePruner(
-                spec.percentile, n_startup_trials=spec.n_startup_trials, n_warmup_steps=spec.n_warmup_steps
-            )
-        if spec.type == "hyperband":
-            return optuna.pruners.HyperbandPruner(
-                min_resource=spec.min_resource, max_resource=self.max_epochs, reduction_factor=spec.reduction_factor
-            )
-        if spec.type == "successive-halving":
-            return optuna.pruners.SuccessiveHalvingPruner(
-                min_resource=spec.min_resource, reduction_factor=spec.reduction_factor
-            )
-        if spec.type == "threshold":
-            return optuna.pruners.ThresholdPruner(
-                lower=spec.lower, upper=spec.upper, n_warmup_steps=spec.n_warmup_steps
-            )
-        return optuna.pruners.NopPruner()
+        return make_pruner(self.pruner, max_epochs=self.max_epochs)
 
     def objective_values(self, metrics: dict[str, float]) -> list[float]:
         return [metrics[o.metric] for o in self.objectives]

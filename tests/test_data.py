@@ -17,9 +17,9 @@ from torchvision.datasets import cifar as tv_cifar
 
 from hvit_sweeps.config import DataConfig, build_config
 from hvit_sweeps.data import fashion_mnist, folder
+from hvit_sweeps.data.describe import describe_dataset
 from hvit_sweeps.data.info import CIFAR100_CLASSES, DatasetInfo
 from hvit_sweeps.data.loaders import make_loaders
-from hvit_sweeps.data.registry import describe_dataset
 from hvit_sweeps.data.splits import DatasetSplits, Split, _stratified_split, load_dataset
 from hvit_sweeps.errors import HvitError
 

@@ -12,7 +12,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from hvit_sweeps.keys import ATTR_RUN_ID, TAG_PRUNED_AT, TAG_TRIAL_STATE
-from hvit_sweeps.study import PrunerSpec
+from hvit_sweeps.search import MedianPrunerSpec, NoPrunerSpec
 from hvit_sweeps.sweep.prune import ATTR_CURVE, percentile_rule, prune_first_objective
 
 CURVES = [[0.10, 0.20, 0.30], [0.05, 0.25, 0.35], [0.12, 0.15, 0.40]]
@@ -46,7 +46,7 @@ def _complete(study: optuna.Study, curve: list[float]) -> None:
 
 def test_startup_and_warmup_are_honoured() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
-    pruner = PrunerSpec(type="median", n_startup_trials=2, n_warmup_steps=2)
+    pruner = MedianPrunerSpec(n_startup_trials=2, n_warmup_steps=2)
     _complete(study, [0.5, 0.6, 0.7])
     trial = study.ask()
     assert prune_first_objective(trial, pruner, epoch=2, value=0.0, maximize=True) is None  # 1 < 2 complete
@@ -59,7 +59,7 @@ def test_startup_and_warmup_are_honoured() -> None:
     good = study.ask()
     prune_first_objective(good, pruner, epoch=1, value=0.9, maximize=True)
     assert prune_first_objective(good, pruner, epoch=2, value=0.9, maximize=True) is None
-    none = PrunerSpec(type="none")
+    none = NoPrunerSpec()
     assert prune_first_objective(study.ask(), none, epoch=3, value=0.0, maximize=True) is None
 
 

@@ -10,7 +10,8 @@ import optuna
 import pytest
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.study import StudySpec, TrialSeededSampler, find_study_files, load_study
+from hvit_sweeps.search import TrialSeededSampler
+from hvit_sweeps.study import StudySpec, find_study_files, load_study
 
 SMOKE_HEAD = """
 name = "t"

@@ -11,9 +11,12 @@ Two stages, kept apart so that a trial can be planned without touching pixels:
 Modules, one concern each:
 
 * ``info``: :class:`DatasetInfo` and the class-name constants (torch-free).
-* ``registry``: the sources, the one place a dataset is added (torch-free).
+* ``catalog``: the dataset names and the built-in datasets' facts (torch-free).
+* ``settings``: :class:`DataConfig`, the data section of a run's config (torch-free).
+* ``describe``: a config's dataset facts, without decoding images (torch-free).
+* ``readers``: the reader of each dataset, a typed table.
 * ``cifar``, ``fashion_mnist``, ``synthetic``, ``folder``: one reader per source.
-* ``raw``: what a reader returns, and the checks readers share.
+* ``raw``: what a reader returns (:class:`Split`), and the checks readers share.
 * ``splits``: stratified train / val / test splits and the fingerprint.
 * ``seeding``, ``augment``, ``loaders``: random streams, augmentation, batches.
 
@@ -22,7 +25,7 @@ raised as :class:`~hvit_sweeps.errors.HvitError` with a one-line fix.
 
 This package imports nothing heavy itself: the names below are looked up in
 their module on first use (PEP 562), so that the config and ``--help`` can
-import the registry without importing torch.
+import the catalog without importing torch.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from hvit_sweeps.data.catalog import DATASET_NAMES, FOLDER_PREFIX
+    from hvit_sweeps.data.describe import describe_dataset
     from hvit_sweeps.data.fashion_mnist import FASHION_MNIST_SYSTEM_DIR
     from hvit_sweeps.data.info import (
         CIFAR10_CLASSES,
@@ -39,9 +44,9 @@ if TYPE_CHECKING:
         DatasetInfo,
     )
     from hvit_sweeps.data.loaders import BatchLoader, Loaders, make_loaders
-    from hvit_sweeps.data.registry import DATASET_NAMES, FOLDER_PREFIX, describe_dataset
+    from hvit_sweeps.data.raw import Split
     from hvit_sweeps.data.seeding import derive_seed
-    from hvit_sweeps.data.splits import DatasetSplits, Split, load_dataset
+    from hvit_sweeps.data.splits import DatasetSplits, load_dataset
 
 # Public name -> the module that defines it.
 _EXPORTS = {
@@ -49,12 +54,12 @@ _EXPORTS = {
     "CIFAR100_CLASSES": "info",
     "FASHION_MNIST_CLASSES": "info",
     "DatasetInfo": "info",
-    "DATASET_NAMES": "registry",
-    "FOLDER_PREFIX": "registry",
-    "describe_dataset": "registry",
+    "DATASET_NAMES": "catalog",
+    "FOLDER_PREFIX": "catalog",
+    "describe_dataset": "describe",
     "FASHION_MNIST_SYSTEM_DIR": "fashion_mnist",
     "DatasetSplits": "splits",
-    "Split": "splits",
+    "Split": "raw",
     "load_dataset": "splits",
     "BatchLoader": "loaders",
     "Loaders": "loaders",

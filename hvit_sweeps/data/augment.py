@@ -17,7 +17,7 @@ from hvit_sweeps.data.seeding import (
 )
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["CROP_PADDING", "POLICY_CHUNK", "DeviceAugment", "mix_transform", "sample_transform"]
 

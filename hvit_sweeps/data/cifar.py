@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from torchvision import datasets as tv_datasets
 
-from hvit_sweeps.data.raw import RawDataset, check_labels, reason
-from hvit_sweeps.data.registry import describe_dataset
-from hvit_sweeps.data.splits import Split
+from hvit_sweeps.data.describe import describe_dataset
+from hvit_sweeps.data.raw import RawDataset, Split, check_labels, reason
 from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["read_cifar"]
 

@@ -12,14 +12,13 @@ import torch
 from PIL import Image
 from torchvision import datasets as tv_datasets
 
+from hvit_sweeps.data.catalog import FOLDER_PREFIX
 from hvit_sweeps.data.info import DatasetInfo
-from hvit_sweeps.data.raw import RawDataset, reason
-from hvit_sweeps.data.registry import FOLDER_PREFIX
-from hvit_sweeps.data.splits import Split
+from hvit_sweeps.data.raw import RawDataset, Split, reason
 from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["DEFAULT_FOLDER_IMAGE_SIZE", "describe_folder", "read_folder"]
 

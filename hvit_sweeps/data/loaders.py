@@ -30,7 +30,7 @@ from hvit_sweeps.data.seeding import (
 from hvit_sweeps.data.splits import DatasetSplits, Split
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["BatchLoader", "Loaders", "make_loaders"]
 

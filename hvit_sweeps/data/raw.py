@@ -1,4 +1,4 @@
-"""What a reader hands back, and the checks and error wording every reader shares."""
+"""What a reader hands back (splits of uint8 images and labels), and the checks and error wording readers share."""
 
 from __future__ import annotations
 
@@ -6,13 +6,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
     from hvit_sweeps.data.info import DatasetInfo
-    from hvit_sweeps.data.splits import Split
 
-__all__ = ["RawDataset", "check_labels", "reason"]
+__all__ = ["RawDataset", "Split", "check_labels", "reason"]
+
+
+@dataclass
+class Split:
+    """One split in memory: uint8 images (N, C, H, W) and int64 labels (N,), on the CPU."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
 
 
 @dataclass

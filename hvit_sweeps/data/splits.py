@@ -11,24 +11,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from hvit_sweeps.data.info import DatasetInfo
-from hvit_sweeps.data.registry import read_raw
+from hvit_sweeps.data.raw import Split
+from hvit_sweeps.data.readers import read_raw
 from hvit_sweeps.errors import HvitError
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["DatasetSplits", "Split", "load_dataset"]
-
-
-@dataclass
-class Split:
-    """One split in memory: uint8 images (N, C, H, W) and int64 labels (N,), on the CPU."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
 
 
 @dataclass

@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from hvit_sweeps.data.raw import RawDataset
-from hvit_sweeps.data.registry import describe_dataset
-from hvit_sweeps.data.splits import Split
+from hvit_sweeps.data.describe import describe_dataset
+from hvit_sweeps.data.raw import RawDataset, Split
 
 if TYPE_CHECKING:
-    from hvit_sweeps.config import DataConfig
+    from hvit_sweeps.data.settings import DataConfig
 
 __all__ = ["read_synthetic"]
 

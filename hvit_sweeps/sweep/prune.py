@@ -19,12 +19,11 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from hvit_sweeps.study import PrunerSpec
+from hvit_sweeps.search import PrunerSpec, RankPrunerSpec
 
-__all__ = ["ATTR_CURVE", "RULE_PRUNERS", "percentile_rule", "prune_first_objective"]
+__all__ = ["ATTR_CURVE", "percentile_rule", "prune_first_objective"]
 
 ATTR_CURVE = "hvit.first_objective_by_epoch"  # {"1": value, "2": value, ...}: JSON keys are strings
-RULE_PRUNERS = ("median", "percentile")  # the [pruner] types this rule follows
 
 
 def percentile_rule(
@@ -48,15 +47,14 @@ def prune_first_objective(
     """Record ``value`` as the trial's epoch ``epoch``, and say why it should stop, if it should."""
     curve = {**trial.user_attrs.get(ATTR_CURVE, {}), str(epoch): value}
     trial.set_user_attr(ATTR_CURVE, curve)
-    if pruner.type not in RULE_PRUNERS or epoch < pruner.n_warmup_steps:
+    if not isinstance(pruner, RankPrunerSpec) or epoch < pruner.n_warmup_steps:
         return None
     complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if len(complete) < pruner.n_startup_trials:
         return None
     key = str(epoch)
     others = [t.user_attrs[ATTR_CURVE][key] for t in complete if key in t.user_attrs.get(ATTR_CURVE, {})]
-    percentile = 50.0 if pruner.type == "median" else pruner.percentile
-    if not percentile_rule(list(curve.values()), others, maximize=maximize, percentile=percentile):
+    if not percentile_rule(list(curve.values()), others, maximize=maximize, percentile=pruner.kept_percentile):
         return None
     return (
         f"pruned on the first objective by the {pruner.type} rule at epoch {epoch}: best so far "
