@@ -578,7 +578,7 @@ def _trials_link(ref: StudyRef, loaded: optuna.Study) -> list[str]:
     if ref.tracking_uri is None and not (ref.root / TRACKING_DB).is_file():
         return [f"trials, best first: {url}"]  # reading a study must not create an embedded tracking store
     try:
-        url = study_trials_url(ref.tracker().client, base, experiment, loaded.study_name, objective)
+        url = study_trials_url(ref.tracker(), base, experiment, loaded.study_name, objective)
     except Exception:  # noqa: BLE001 - a store that does not answer, or does not hold this study (another --root)
         pass
     return [f"trials, best first: {url}"]
@@ -912,15 +912,13 @@ def ui(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     waiting = contextlib.ExitStack()
     waiting.enter_context(saying(f"starting MLflow UI on http://127.0.0.1:{port} (about 15 s)"))
-    from mlflow import MlflowClient
-
     from hvit_sweeps.console import console
-    from hvit_sweeps.tracking import default_tracking_uri
+    from hvit_sweeps.tracking import Tracker
     from hvit_sweeps.ui import LOG_FILE, serve_ui, study_links
 
     def ready(base: str) -> None:
         waiting.close()
-        for name, trials, study_run in study_links(MlflowClient(default_tracking_uri(root)), base):
+        for name, trials, study_run in study_links(Tracker(None, root=root), base):
             console.print(
                 f"{name}\n  trials, best first: {trials}\n  study run (plots, best so far): {study_run}", soft_wrap=True
             )

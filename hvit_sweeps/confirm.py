@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from optuna.trial import FrozenTrial
 
 from hvit_sweeps.callbacks import Callback, EpochReport
@@ -248,7 +247,7 @@ def _write_replicates_view(tracker: Any, study_name: str, experiment: str, metri
         curve_metric="val_acc1",
         search_filter=role_filter(ROLE_REPLICATE),
     )
-    write_study_view(tracker.client, experiment, view, key=replicates_view_key(study_name))
+    write_study_view(tracker, experiment, view, key=replicates_view_key(study_name))
 
 
 def confirmation_rows(confirmation: Confirmation) -> tuple[list[str], list[list[str]]]:
@@ -331,11 +330,11 @@ def _replicate(
         splits_cache[key] = load_dataset(base.data, seed=base.seed)
     splits = splits_cache[key]
     config = base.model_copy(update={"seed": seed})
-    run = tracker.client.create_run(
+    run_id = tracker.create_child_run(
         experiment,
-        run_name=f"replicate-trial-{trial.number}-seed-{seed}",
+        parent,
+        name=f"replicate-trial-{trial.number}-seed-{seed}",
         tags={
-            MLFLOW_PARENT_RUN_ID: parent,
             TAG_ROLE: ROLE_REPLICATE,
             TAG_STUDY: study.study_name,
             TAG_SOURCE_TRIAL: str(trial.number),
@@ -346,7 +345,6 @@ def _replicate(
             TAG_HOST: socket.gethostname(),
         },
     )
-    run_id = run.info.run_id
     tracker.log_params(run_id, flatten_config(config))
     callbacks = [_EpochLogger(tracker, run_id), *(progress(trial.number, seed) if progress else ())]
     try:

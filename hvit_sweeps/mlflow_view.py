@@ -24,10 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from mlflow import MlflowClient
-
 from hvit_sweeps.keys import ROLE_TRIAL, role_filter
-from hvit_sweeps.tracking import runs_table_url
+from hvit_sweeps.tracking import Tracker, runs_table_url
 
 __all__ = [
     "StudyView",
@@ -153,21 +151,21 @@ def _charts(view: StudyView) -> list[dict[str, Any]]:
     return charts
 
 
-def write_study_view(client: MlflowClient, experiment_id: str, view: StudyView, *, key: str) -> None:
+def write_study_view(tracker: Tracker, experiment_id: str, view: StudyView, *, key: str) -> None:
     """Save (or update) the view as the experiment tag that the UI and :func:`view_url` open.
 
     Rewriting keeps ``createdAt``, so the view keeps its place in the Views menu.
     """
     now = int(time.time() * 1000)
-    previous = _read_envelope(client, experiment_id, key)
+    previous = _read_envelope(tracker, experiment_id, key)
     created = previous.get("createdAt", now) if previous else now
     envelope = {"name": view.name, "createdAt": created, "updatedAt": now, "state": json.dumps(view_state(view))}
-    client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
+    tracker.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + key, json.dumps(envelope))
 
 
-def read_study_view(client: MlflowClient, experiment_id: str, key: str) -> dict[str, Any] | None:
+def read_study_view(tracker: Tracker, experiment_id: str, key: str) -> dict[str, Any] | None:
     """The saved state of view ``key``, or None when the experiment has none (or a foreign one)."""
-    envelope = _read_envelope(client, experiment_id, key)
+    envelope = _read_envelope(tracker, experiment_id, key)
     if envelope is None or not isinstance(envelope.get("state"), str):
         return None
     try:
@@ -177,8 +175,8 @@ def read_study_view(client: MlflowClient, experiment_id: str, key: str) -> dict[
     return state if isinstance(state, dict) else None
 
 
-def _read_envelope(client: MlflowClient, experiment_id: str, key: str) -> dict[str, Any] | None:
-    raw = client.get_experiment(experiment_id).tags.get(VIEW_TAG_PREFIX + key)
+def _read_envelope(tracker: Tracker, experiment_id: str, key: str) -> dict[str, Any] | None:
+    raw = tracker.experiment_tag(experiment_id, VIEW_TAG_PREFIX + key)
     try:
         envelope = json.loads(raw) if raw else None
     except json.JSONDecodeError:
@@ -196,7 +194,7 @@ def view_url(base_url: str, experiment_id: str, key: str) -> str:
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
 
 
-def study_trials_url(client: MlflowClient, base_url: str, experiment_id: str, study_name: str, objective: str) -> str:
+def study_trials_url(tracker: Tracker, base_url: str, experiment_id: str, study_name: str, objective: str) -> str:
     """The one link to a study's trials: its saved view when the store has one, else the plain table.
 
     MLflow sends a view link whose key it does not find to the experiment's unfiltered page,
@@ -204,7 +202,7 @@ def study_trials_url(client: MlflowClient, base_url: str, experiment_id: str, st
     it ("val_acc1:maximize").
     """
     key = view_key(study_name)
-    if read_study_view(client, experiment_id, key) is not None:
+    if read_study_view(tracker, experiment_id, key) is not None:
         return view_url(base_url, experiment_id, key)
     return trials_table_url(base_url, experiment_id, objective)
 

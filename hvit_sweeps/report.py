@@ -41,20 +41,17 @@ from hvit_sweeps.keys import (
     ATTR_PARENT,
     ATTR_RUN_ID,
     PARAM_OBJECTIVES,
-    ROLE_TRIAL,
     TAG_DATASET,
     TAG_DATASET_HASH,
-    TAG_STUDY,
     TAG_STUDY_FILE,
     best_metric,
     cost_metric,
     model_metric,
-    role_filter,
 )
 from hvit_sweeps.mlflow_view import study_trials_url
 from hvit_sweeps.study import StudySpec
 from hvit_sweeps.sweep import trial_counts
-from hvit_sweeps.tracking import Tracker, run_url
+from hvit_sweeps.tracking import TrackedRun, Tracker, run_url
 from hvit_sweeps.visuals import download_visuals
 
 __all__ = ["build_report"]
@@ -81,13 +78,13 @@ class _Facts:
     study: optuna.Study
     tracker: Tracker
     experiment_id: str
-    parent: Any  # mlflow Run
-    runs: dict[str, Any]  # run id -> trial Run
+    parent: TrackedRun
+    runs: dict[str, TrackedRun]  # run id -> trial run
     complete: list[FrozenTrial]
     best: list[FrozenTrial]  # best first: the top trials, or the Pareto set
     link_base: str
 
-    def run_of(self, trial: FrozenTrial) -> Any | None:
+    def run_of(self, trial: FrozenTrial) -> TrackedRun | None:
         return self.runs.get(trial.user_attrs.get(ATTR_RUN_ID, ""))
 
     @property
@@ -144,13 +141,13 @@ def _collect(study: optuna.Study, tracker: Tracker, *, top: int, link_base: str 
     if not parent_id:
         raise HvitError(f"study {name!r} has no MLflow parent run: it was not run by hvit-sweep")
     try:
-        parent = tracker.client.get_run(parent_id)
+        parent = tracker.run(parent_id)
     except MlflowException:
         raise HvitError(
             f"study {name!r}: its MLflow run {parent_id} is not in {tracker.uri}: "
             "pass the --tracking-uri (or --root) the study was run with"
         ) from None
-    experiment_id = study.user_attrs.get(ATTR_EXPERIMENT) or parent.info.experiment_id
+    experiment_id = study.user_attrs.get(ATTR_EXPERIMENT) or parent.experiment_id
     if link_base is None:
         link_base = LOCAL_UI if tracker.local or not tracker.uri.startswith("http") else tracker.uri
     return _Facts(
@@ -165,17 +162,9 @@ def _collect(study: optuna.Study, tracker: Tracker, *, top: int, link_base: str 
     )
 
 
-def _trial_runs(tracker: Tracker, experiment_id: str, study_name: str) -> dict[str, Any]:
-    """Every trial run of the study, by run id, in as few searches as pages."""
-    query = f"{role_filter(ROLE_TRIAL)} AND tags.`{TAG_STUDY}` = '{study_name}'"
-    runs: dict[str, Any] = {}
-    token = None
-    while True:
-        page = tracker.client.search_runs([experiment_id], filter_string=query, max_results=5000, page_token=token)
-        runs.update({run.info.run_id: run for run in page})
-        token = page.token
-        if not token:
-            return runs
+def _trial_runs(tracker: Tracker, experiment_id: str, study_name: str) -> dict[str, TrackedRun]:
+    """Every trial run of the study, by run id."""
+    return {run.run_id: run for run in tracker.trial_runs(experiment_id, study_name)}
 
 
 def _best_trials(study: optuna.Study, complete: list[FrozenTrial], top: int) -> list[FrozenTrial]:
@@ -201,11 +190,11 @@ def _spec_for_plots(study: optuna.Study) -> StudySpec:
 
 
 def _summary_section(facts: _Facts) -> str:
-    params, tags = facts.parent.data.params, facts.parent.data.tags
+    params, tags = facts.parent.params, facts.parent.tags
     counts = trial_counts(facts.study)
     run = facts.run_of(facts.best[0])
-    run_tags = run.data.tags if run else {}
-    run_params = run.data.params if run else {}
+    run_tags = run.tags if run else {}
+    run_params = run.params if run else {}
     sizes = ", ".join(
         f"{k} {run_params[f'dataset.{k}_size']}" for k in ("train", "val", "test") if f"dataset.{k}_size" in run_params
     )
@@ -227,7 +216,7 @@ def _summary_section(facts: _Facts) -> str:
     links = [
         _link(
             study_trials_url(
-                facts.tracker.client,
+                facts.tracker,
                 facts.link_base,
                 facts.experiment_id,
                 facts.study.study_name,
@@ -235,7 +224,7 @@ def _summary_section(facts: _Facts) -> str:
             ),  # fmt: skip
             "all trials in MLflow, best first",
         ),
-        _link(run_url(facts.link_base, facts.experiment_id, facts.parent.info.run_id), "the study's parent run"),
+        _link(run_url(facts.link_base, facts.experiment_id, facts.parent.run_id), "the study's parent run"),
     ]
     note = ""
     if facts.link_base == LOCAL_UI:
@@ -260,8 +249,8 @@ def _best_section(facts: _Facts) -> str:
     rows, details = [], []
     for rank, trial in enumerate(facts.best, start=1):
         run = facts.run_of(trial)
-        metrics = run.data.metrics if run else {}
-        link = _link(run_url(facts.link_base, facts.experiment_id, run.info.run_id), "run") if run else "no run"
+        metrics = run.metrics if run else {}
+        link = _link(run_url(facts.link_base, facts.experiment_id, run.run_id), "run") if run else "no run"
         rows.append(
             (
                 rank,
@@ -276,7 +265,7 @@ def _best_section(facts: _Facts) -> str:
             )
         )
         if run:
-            config = sorted(run.data.params.items())
+            config = sorted(run.params.items())
             details.append(
                 f"<details><summary>trial {trial.number}: full config ({len(config)} settings)</summary>"
                 f"{_table(['setting', 'value'], config)}</details>"
@@ -315,7 +304,7 @@ def _cost_section(facts: _Facts) -> str:
     points = []
     for trial in facts.complete:
         run = facts.run_of(trial)
-        metrics = run.data.metrics if run else {}
+        metrics = run.metrics if run else {}
         if _ACCURACY in metrics:
             points.append((trial.number, metrics[_ACCURACY], *(metrics.get(key) for key, _ in _COST_AXES)))
     if not points:
@@ -399,7 +388,7 @@ def _visuals_section(facts: _Facts) -> str:
     if run is None:
         return f"<p>Trial {trial.number} has no MLflow run.</p>"
     with tempfile.TemporaryDirectory(prefix="hvit-report-") as tmp:
-        folder = download_visuals(facts.tracker, run.info.run_id, Path(tmp))
+        folder = download_visuals(facts.tracker, run.run_id, Path(tmp))
         if folder is None:
             return (
                 f"<p>Trial {trial.number}'s run has no <code>visuals/</code> artifacts "

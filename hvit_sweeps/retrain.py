@@ -26,7 +26,6 @@ from typing import Any
 import optuna
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mlflow.utils.validation import (
     _validate_model_alias_name,
     _validate_model_alias_name_reserved,
@@ -224,7 +223,7 @@ class _SourceTrial:
         if not run_id or not parent or not experiment_id:
             raise HvitError(f"study {study.study_name!r} has no MLflow runs recorded: it was not run by hvit-sweep")
         try:
-            tracker.client.get_run(parent)
+            tracker.run(parent)
         except MlflowException:
             raise HvitError(
                 f"study {study.study_name!r}: its MLflow run {parent} is not in {tracker.uri}: "
@@ -323,11 +322,11 @@ def _train_final(
 
 
 def _start_final_run(tracker: Tracker, source: _SourceTrial, config: TrainConfig, splits: DatasetSplits) -> str:
-    run = tracker.client.create_run(
+    run_id = tracker.create_child_run(
         source.experiment_id,
-        run_name=f"final-trial-{source.trial.number}",
+        source.parent_run_id,
+        name=f"final-trial-{source.trial.number}",
         tags={
-            MLFLOW_PARENT_RUN_ID: source.parent_run_id,
             TAG_ROLE: ROLE_FINAL,
             TAG_STUDY: source.study_name,
             TAG_SOURCE_TRIAL: str(source.trial.number),
@@ -339,8 +338,8 @@ def _start_final_run(tracker: Tracker, source: _SourceTrial, config: TrainConfig
         },
     )
     sizes = {f"dataset.{k}_size": v for k, v in splits.sizes.items()}
-    tracker.log_params(run.info.run_id, {**flatten_config(config), **sizes})
-    return run.info.run_id
+    tracker.log_params(run_id, {**flatten_config(config), **sizes})
+    return run_id
 
 
 def _train_logged(
@@ -385,7 +384,7 @@ def _ensure_registered_model(tracker: Tracker, name: str, study_name: str, alias
     except MlflowException as err:
         raise HvitError(f"--alias {alias}: {_first_line(err)}") from None
     try:
-        tracker.client.create_registered_model(name, description=f"Final models of the hvit-sweep study {study_name}.")
+        tracker.create_registered_model(name, description=f"Final models of the hvit-sweep study {study_name}.")
     except MlflowException as err:
         if err.error_code == "RESOURCE_ALREADY_EXISTS":
             return
@@ -419,16 +418,15 @@ def register_final(tracker: Tracker, result: RetrainResult, *, name: str, alias:
         f"test top-1 {result.test_acc1:.4f}."
     )
     try:
-        version = tracker.client.create_model_version(
-            name, source, run_id=result.run_id, tags=tags, description=description
+        version = tracker.register_model_version(
+            name, source, run_id=result.run_id, tags=tags, description=description, alias=alias
         )
-        tracker.client.set_registered_model_alias(name, alias, version.version)
     except MlflowException as err:
         raise HvitError(
             f"the model registry at {tracker.uri} refused the final model ({_first_line(err)}): "
             f"its checkpoint stays in MLflow run {result.run_id}"
         ) from None
-    return RegisteredVersion(name=name, version=str(version.version), alias=alias, source=source)
+    return RegisteredVersion(name=name, version=version, alias=alias, source=source)
 
 
 # -- export ------------------------------------------------------------------------------

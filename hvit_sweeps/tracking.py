@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from urllib.parse import quote, urlencode
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
@@ -57,7 +58,7 @@ from hvit_sweeps.keys import (
     trial_run_name,
 )
 
-__all__ = ["Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
+__all__ = ["TrackedRun", "Tracker", "default_tracking_uri", "run_url", "runs_table_url"]
 
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on a param value's length
 _TRACKING_SCHEMES = ("http", "https", "sqlite", "postgresql", "mysql", "mssql", "file", "databricks")
@@ -85,8 +86,44 @@ def run_url(base_url: str, experiment_id: str, run_id: str, *, artifact: str | N
     return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}{path}?workflowType=machine_learning"
 
 
+@dataclass(frozen=True)
+class TrackedRun:
+    """What hvit-sweep reads of an MLflow run, so that no other module handles MLflow's own ``Run``."""
+
+    run_id: str
+    experiment_id: str
+    name: str
+    status: str  # RUNNING, FINISHED, KILLED or FAILED
+    start_time: int | None  # ms since the epoch
+    end_time: int | None
+    artifact_uri: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]  # the latest value of each
+
+    @classmethod
+    def of(cls, run: Run) -> TrackedRun:
+        info, data = run.info, run.data
+        return cls(
+            run_id=info.run_id,
+            experiment_id=info.experiment_id,
+            name=info.run_name or "",
+            status=info.status,
+            start_time=info.start_time,
+            end_time=info.end_time,
+            artifact_uri=info.artifact_uri or "",
+            tags=dict(data.tags),
+            params=dict(data.params),
+            metrics=dict(data.metrics),
+        )
+
+
 class Tracker:
-    """A study's MLflow side. Every method takes run ids explicitly."""
+    """A study's MLflow side, and the one module that talks to MLflow's client. Every method takes run ids explicitly.
+
+    An MLflow error (a run that is not there, a registry that refuses) reaches the caller as
+    MLflow's ``MlflowException``, unless a method says otherwise.
+    """
 
     def __init__(self, tracking_uri: str | None, *, root: Path) -> None:
         # MLflow logs schema migrations at INFO on first use; our display says what matters.
@@ -210,16 +247,48 @@ class Tracker:
         ordered = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
         return [r.info.run_id for r in ordered]
 
-    def study_runs(self, experiment_id: str) -> list[Any]:
-        """The parent runs of the studies in an experiment (one per study name)."""
-        return self.client.search_runs([experiment_id], filter_string=role_filter(ROLE_STUDY))
+    def study_runs(self, experiment_id: str | None = None) -> list[TrackedRun]:
+        """The parent runs of the studies in an experiment (one per study name), or in every active experiment."""
+        ids = [experiment_id] if experiment_id else [e.experiment_id for e in self.client.search_experiments()]
+        runs = (self.client.search_runs([one], filter_string=role_filter(ROLE_STUDY)) for one in ids)
+        return [TrackedRun.of(run) for page in runs for run in page]
+
+    def trial_runs(self, experiment_id: str, study_name: str) -> list[TrackedRun]:
+        """Every trial run of the study, in as few searches as pages."""
+        query = f"{role_filter(ROLE_TRIAL)} AND tags.`{TAG_STUDY}` = '{study_name}'"
+        runs: list[TrackedRun] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string=query, max_results=5000, page_token=token)
+            runs += [TrackedRun.of(run) for run in page]
+            token = page.token
+            if not token:
+                return runs
+
+    def run(self, run_id: str) -> TrackedRun:
+        """A run by id; MlflowException when the store has none."""
+        return TrackedRun.of(self.client.get_run(run_id))
 
     def run_status(self, run_id: str) -> str:
         """RUNNING, FINISHED, KILLED or FAILED."""
-        return self.client.get_run(run_id).info.status
+        return self.run(run_id).status
 
     def reopen(self, run_id: str) -> None:
         self.client.update_run(run_id, status="RUNNING")
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.client.set_tag(run_id, key, value)
+
+    def experiment_tag(self, experiment_id: str, key: str) -> str | None:
+        return self.client.get_experiment(experiment_id).tags.get(key)
+
+    def set_experiment_tag(self, experiment_id: str, key: str, value: str) -> None:
+        self.client.set_experiment_tag(experiment_id, key, value)
+
+    def create_child_run(self, experiment_id: str, parent_run_id: str, *, name: str, tags: dict[str, str]) -> str:
+        """A new run nested under ``parent_run_id`` (a trial, replicate or final run); returns its id."""
+        run = self.client.create_run(experiment_id, run_name=name, tags={MLFLOW_PARENT_RUN_ID: parent_run_id, **tags})
+        return run.info.run_id
 
     # -- trials ------------------------------------------------------------------------
 
@@ -235,11 +304,11 @@ class Tracker:
         tags: dict[str, str],
     ) -> str:
         """Create the trial's child run and log its flattened config as params."""
-        run = self.client.create_run(
+        run_id = self.create_child_run(
             experiment_id,
-            run_name=trial_run_name(trial_number),
+            parent_run_id,
+            name=trial_run_name(trial_number),
             tags={
-                MLFLOW_PARENT_RUN_ID: parent_run_id,
                 TAG_ROLE: ROLE_TRIAL,
                 TAG_STUDY: study_name,
                 TAG_TRIAL_NUMBER: str(trial_number),
@@ -250,8 +319,8 @@ class Tracker:
         # Every trial of a study gets the same keys: stages it lacks are logged as 0.
         stages = max_stages(config.model.image_size, config.model.patch_size)
         params = {**flatten_config(config, stages=stages), **{f"{HP_PREFIX}{k}": v for k, v in sampled.items()}}
-        self.log_params(run.info.run_id, params)
-        return run.info.run_id
+        self.log_params(run_id, params)
+        return run_id
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Log params in one batch call; lists and dicts as JSON, every value cut to MLflow's limit."""
@@ -298,14 +367,28 @@ class Tracker:
     def log_dict(self, run_id: str, data: dict[str, Any], artifact_file: str) -> None:
         self.client.log_text(run_id, json.dumps(data, indent=2, sort_keys=True, default=str), artifact_file)
 
+    def log_artifacts(self, run_id: str, local_dir: Path, artifact_path: str) -> None:
+        """Upload every file of ``local_dir`` to the run under ``artifact_path``."""
+        self.client.log_artifacts(run_id, str(local_dir), artifact_path)
+
+    def has_artifacts(self, run_id: str, artifact_path: str) -> bool:
+        return bool(self.client.list_artifacts(run_id, artifact_path))
+
+    def download_artifacts(self, run_id: str, artifact_path: str, dst: Path) -> Path:
+        """Fetch a run's artifact file or folder into ``dst``; MlflowException or OSError when it has none."""
+        return Path(self.client.download_artifacts(run_id, artifact_path, str(dst)))
+
+    def delete_artifacts(self, run_id: str, artifact_path: str) -> None:
+        """Drop a run's artifacts under ``artifact_path``; a store that cannot delete keeps them."""
+        artifact_uri = self.run(run_id).artifact_uri
+        try:
+            get_artifact_repository(artifact_uri, tracking_uri=self.uri).delete_artifacts(artifact_path)
+        except (MlflowException, OSError, NotImplementedError):
+            pass  # only disk is lost
+
     def delete_checkpoint(self, run_id: str) -> None:
         """Drop a trial's checkpoint artifact (for keep_top_k)."""
-        run = self.client.get_run(run_id)
-        repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=self.uri)
-        try:
-            repo.delete_artifacts(CHECKPOINT_DIR)
-        except (MlflowException, OSError, NotImplementedError):
-            pass  # a store that cannot delete keeps the file; only disk is lost
+        self.delete_artifacts(run_id, CHECKPOINT_DIR)
 
     def download_checkpoint(self, run_id: str, dst: Path) -> Path:
         """Fetch a trial's checkpoint into ``dst`` and return its path."""
@@ -334,6 +417,20 @@ class Tracker:
                 self.client.log_artifact(run_id, str(path), PLOTS_DIR)
                 names.append(path.name)
         return names
+
+    # -- the model registry --------------------------------------------------------------
+
+    def create_registered_model(self, name: str, *, description: str) -> None:
+        """MlflowException with error code RESOURCE_ALREADY_EXISTS when the registry has ``name``."""
+        self.client.create_registered_model(name, description=description)
+
+    def register_model_version(
+        self, name: str, source: str, *, run_id: str, tags: dict[str, str], description: str, alias: str
+    ) -> str:
+        """A new version of registered model ``name`` from ``source``, with ``alias`` moved to it; returns the version."""
+        version = self.client.create_model_version(name, source, run_id=run_id, tags=tags, description=description)
+        self.client.set_registered_model_alias(name, alias, version.version)
+        return str(version.version)
 
 
 class _OutageNotice(logging.Filter):

@@ -22,21 +22,16 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from mlflow import MlflowClient
-from mlflow.entities import Run
-
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
     PARAM_OBJECTIVES,
     PLOT_HISTORY,
-    ROLE_STUDY,
     TAG_STUDY,
     TRACKING_DB,
     plot_artifact,
-    role_filter,
 )
 from hvit_sweeps.mlflow_view import study_trials_url
-from hvit_sweeps.tracking import default_tracking_uri, run_url
+from hvit_sweeps.tracking import TrackedRun, Tracker, default_tracking_uri, run_url
 
 __all__ = ["LOG_FILE", "serve_ui", "server_command", "stop_server", "study_links"]
 
@@ -168,7 +163,7 @@ def _sigterm_as_interrupt() -> Callable[[], None]:
     return undo
 
 
-def study_links(client: MlflowClient, base_url: str) -> list[tuple[str, str, str]]:
+def study_links(tracker: Tracker, base_url: str) -> list[tuple[str, str, str]]:
     """(study name, trials link, study-run link) for each study in the store.
 
     The trials link opens the study's saved view when the store has one, else the plain
@@ -176,14 +171,12 @@ def study_links(client: MlflowClient, base_url: str) -> list[tuple[str, str, str
     not find to the experiment's unfiltered page.
     """
     links = []
-    for experiment in client.search_experiments():
-        experiment_id = experiment.experiment_id
-        for parent in client.search_runs([experiment_id], filter_string=role_filter(ROLE_STUDY)):
-            plots = run_url(base_url, experiment_id, parent.info.run_id, artifact=plot_artifact(PLOT_HISTORY))
-            links.append((parent.data.tags[TAG_STUDY], _trials_link(client, base_url, experiment_id, parent), plots))
+    for parent in tracker.study_runs():
+        plots = run_url(base_url, parent.experiment_id, parent.run_id, artifact=plot_artifact(PLOT_HISTORY))
+        links.append((parent.tags[TAG_STUDY], _trials_link(tracker, base_url, parent), plots))
     return links
 
 
-def _trials_link(client: MlflowClient, base_url: str, experiment_id: str, parent: Run) -> str:
-    first_objective = parent.data.params.get(PARAM_OBJECTIVES, "").split(",")[0]
-    return study_trials_url(client, base_url, experiment_id, parent.data.tags[TAG_STUDY], first_objective)
+def _trials_link(tracker: Tracker, base_url: str, parent: TrackedRun) -> str:
+    first_objective = parent.params.get(PARAM_OBJECTIVES, "").split(",")[0]
+    return study_trials_url(tracker, base_url, parent.experiment_id, parent.tags[TAG_STUDY], first_objective)

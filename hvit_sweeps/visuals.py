@@ -442,17 +442,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> Path:
 
 def log_visuals(tracker: Tracker, run_id: str, out_dir: Path) -> None:
     """Upload every file of ``out_dir`` to the run as ``visuals/<name>``."""
-    tracker.client.log_artifacts(run_id, str(out_dir), VISUALS_DIR)
+    tracker.log_artifacts(run_id, out_dir, VISUALS_DIR)
 
 
 def download_visuals(tracker: Tracker, run_id: str, dst: Path) -> Path | None:
     """Fetch a run's ``visuals/`` artifacts into ``dst/visuals``; None when the run has none."""
-    if not tracker.client.list_artifacts(run_id, VISUALS_DIR):
+    if not tracker.has_artifacts(run_id, VISUALS_DIR):
         return None
     dst.mkdir(parents=True, exist_ok=True)
     with _no_progress_bar():
-        local = tracker.client.download_artifacts(run_id, VISUALS_DIR, str(dst))
-    return Path(local)
+        return tracker.download_artifacts(run_id, VISUALS_DIR, dst)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from hvit_sweeps.metrics import cost_metrics, tracked_metric, view_metrics
 from hvit_sweeps.mlflow_view import read_study_view, view_key
 from hvit_sweeps.packing import CardMemory, choose_trials_per_gpu, study_trial_bytes
 from hvit_sweeps.study import load_study
+from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import train
 
 GIB = 2**30
@@ -124,7 +125,7 @@ def test_every_trial_run_logs_its_cost_pruned_ones_included(workdir: Path) -> No
     assert states == [TrialState.COMPLETE, TrialState.PRUNED]
     # The saved view: cost columns, and the objective charted against device-seconds.
     experiment = client.get_experiment_by_name("costed2").experiment_id
-    state = read_study_view(client, experiment, view_key("costed2"))
+    state = read_study_view(Tracker(None, root=workdir / "mlruns"), experiment, view_key("costed2"))
     assert state is not None
     assert {f"metrics.`{m}`" for m in view_metrics() if m.startswith("cost/")} <= set(state["selectedColumns"])
     scatter = state["compareRunCharts"][-1]

@@ -54,18 +54,18 @@ def _column_keys(state: dict) -> set[tuple[str, str]]:
 def test_view_reads_back_from_the_experiment_tag(store: tuple[Tracker, str]) -> None:
     # The tag holds MLflow's envelope; its state is a JSON string, as the UI writes it.
     tracker, experiment_id = store
-    write_study_view(tracker.client, experiment_id, VIEW, key=view_key("depth-width"))
+    write_study_view(tracker, experiment_id, VIEW, key=view_key("depth-width"))
     envelope = json.loads(tracker.client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + "hvit-depth-width"])
     assert set(envelope) == {"name", "createdAt", "updatedAt", "state"}
     assert envelope["name"] == VIEW.name and isinstance(envelope["state"], str)
-    assert read_study_view(tracker.client, experiment_id, "hvit-depth-width") == json.loads(envelope["state"])
+    assert read_study_view(tracker, experiment_id, "hvit-depth-width") == json.loads(envelope["state"])
 
 
 def test_columns_sort_and_charts_name_the_trial_runs_keys(store: tuple[Tracker, str]) -> None:
     # Every column, the sort key and every chart axis exist on a trial run, as named.
     tracker, experiment_id = store
-    write_study_view(tracker.client, experiment_id, VIEW, key="k")
-    state = read_study_view(tracker.client, experiment_id, "k")
+    write_study_view(tracker, experiment_id, VIEW, key="k")
+    state = read_study_view(tracker, experiment_id, "k")
     run = tracker.client.search_runs([experiment_id], filter_string=state["searchFilter"])[0]
     present = {("metrics", k) for k in run.data.metrics} | {("params", k) for k in run.data.params}
     present |= {("tags", k) for k in run.data.tags}
@@ -80,19 +80,19 @@ def test_columns_sort_and_charts_name_the_trial_runs_keys(store: tuple[Tracker, 
 def test_rewriting_keeps_created_at(store: tuple[Tracker, str]) -> None:
     # The sweep rewrites the view at the end; the Views menu keeps its order.
     tracker, experiment_id = store
-    write_study_view(tracker.client, experiment_id, VIEW, key="k")
+    write_study_view(tracker, experiment_id, VIEW, key="k")
     first = json.loads(tracker.client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + "k"])
-    write_study_view(tracker.client, experiment_id, VIEW, key="k")
+    write_study_view(tracker, experiment_id, VIEW, key="k")
     second = json.loads(tracker.client.get_experiment(experiment_id).tags[VIEW_TAG_PREFIX + "k"])
     assert second["createdAt"] == first["createdAt"] and second["updatedAt"] >= first["updatedAt"]
 
 
 def test_missing_or_foreign_view_reads_as_none(store: tuple[Tracker, str]) -> None:
     tracker, experiment_id = store
-    assert read_study_view(tracker.client, experiment_id, "absent") is None
+    assert read_study_view(tracker, experiment_id, "absent") is None
     saved_in_the_ui = json.dumps({"name": "x", "createdAt": 0, "state": "deflate;eJw="})
     tracker.client.set_experiment_tag(experiment_id, VIEW_TAG_PREFIX + "ui", saved_in_the_ui)
-    assert read_study_view(tracker.client, experiment_id, "ui") is None
+    assert read_study_view(tracker, experiment_id, "ui") is None
 
 
 def test_view_url_names_no_search_facet() -> None:
@@ -115,10 +115,10 @@ def test_the_one_trials_link_is_the_view_once_written(store: tuple[Tracker, str]
     from hvit_sweeps.mlflow_view import study_trials_url
 
     tracker, experiment_id = store
-    before = study_trials_url(tracker.client, "http://h", experiment_id, "no-view-yet", "val_acc1:maximize")
+    before = study_trials_url(tracker, "http://h", experiment_id, "no-view-yet", "val_acc1:maximize")
     assert VIEW_URL_KEY not in before and "orderByKey" in before
-    write_study_view(tracker.client, experiment_id, VIEW, key=view_key("with-view"))
-    after = study_trials_url(tracker.client, "http://h", experiment_id, "with-view", "val_acc1:maximize")
+    write_study_view(tracker, experiment_id, VIEW, key=view_key("with-view"))
+    after = study_trials_url(tracker, "http://h", experiment_id, "with-view", "val_acc1:maximize")
     assert after == view_url("http://h", experiment_id, view_key("with-view"))
 
 

@@ -117,7 +117,7 @@ def test_run_prints_links_to_the_trials_and_the_study_run(smoke_sweep: Path) -> 
     trials_link = out.split("trials, best first: ")[1].split("\n")[0]
     # The link opens the study's saved view; the view holds the filter and the sort.
     assert fragment_query(trials_link) == {"workflowType": "machine_learning", "viewStateShareKey": "hvit-smoke"}
-    view = read_study_view(client, parent.info.experiment_id, "hvit-smoke")
+    view = read_study_view(Tracker(None, root=smoke_sweep / "mlruns"), parent.info.experiment_id, "hvit-smoke")
     assert view is not None and view["orderByKey"] == "tags.`hvit.rank`"  # best first: complete, then pruned
     study_link = out.split("study run (plots, best so far): ")[1].split("\n")[0]
     route = f"#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}/artifacts/"

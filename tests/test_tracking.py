@@ -54,7 +54,7 @@ def test_role_filter_finds_each_role(tracker: Tracker) -> None:
     experiment, parent, run_id = start_trial(tracker)
     trials = tracker.client.search_runs([experiment], filter_string=keys.role_filter(keys.ROLE_TRIAL))
     assert [r.info.run_id for r in trials] == [run_id]
-    assert [r.info.run_id for r in tracker.study_runs(experiment)] == [parent]
+    assert [r.run_id for r in tracker.study_runs(experiment)] == [parent]
 
 
 def test_plots_land_at_their_artifact_path(tracker: Tracker) -> None:
@@ -89,7 +89,7 @@ def test_parent_run_is_found_again_not_duplicated(tracker: Tracker) -> None:
     first, created = tracker.parent_run(experiment, "s", tags={})
     again, created_again = tracker.parent_run(experiment, "s", tags={})
     assert (created, again, created_again) == (True, first, False)
-    assert [r.info.run_id for r in tracker.study_runs(experiment)] == [first]
+    assert [r.run_id for r in tracker.study_runs(experiment)] == [first]
 
 
 def test_end_run_sets_status_and_tags(tracker: Tracker) -> None:

@@ -18,28 +18,26 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port, hvit, ok, tiny_study
-from mlflow import MlflowClient
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import PARAM_OBJECTIVES, ROLE_STUDY, ROLE_TRIAL, role_filter
+from hvit_sweeps.keys import PARAM_OBJECTIVES
 from hvit_sweeps.metrics import tracked_metric
 from hvit_sweeps.mlflow_view import StudyView, read_study_view, view_key, view_url, write_study_view
-from hvit_sweeps.tracking import Tracker, default_tracking_uri
+from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.ui import serve_ui
 
 # serve_ui in its own interpreter, as `hvit-sweep ui` runs it: one line when ready, then the links.
 DRIVER = """
 import sys
 from pathlib import Path
-from mlflow import MlflowClient
-from hvit_sweeps.tracking import default_tracking_uri
+from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.ui import serve_ui, study_links
 
 root = Path(sys.argv[1])
 
 def ready(base):
     print("ready", base, flush=True)
-    for name, trials, study_run in study_links(MlflowClient(default_tracking_uri(root)), base):
+    for name, trials, study_run in study_links(Tracker(None, root=root), base):
         print(name, trials, study_run, flush=True)
 
 sys.exit(serve_ui(root, int(sys.argv[2]), on_ready=ready))
@@ -108,9 +106,9 @@ def small_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tracker = Tracker(None, root=root)
     experiment_id = tracker.experiment_id("tiny")
     parent, _ = tracker.parent_run(experiment_id, "tiny", tags={})
-    tracker.client.log_param(parent, PARAM_OBJECTIVES, "val_acc1:maximize")
+    tracker.log_params(parent, {PARAM_OBJECTIVES: "val_acc1:maximize"})
     view = StudyView(name="tiny", objectives=["best/val_acc1"], ascending=False, param_keys=["hp.optim.lr"])
-    write_study_view(tracker.client, experiment_id, view, key=view_key("tiny"))
+    write_study_view(tracker, experiment_id, view, key=view_key("tiny"))
     return root
 
 
@@ -132,7 +130,7 @@ def test_ui_is_ready_before_its_links_and_stops_on_ctrl_c(small_store: Path, ui_
     # The links come after /health answers; Ctrl-C stops every server process within seconds.
     process, port = ui_process(small_store)
     base, links = _read_links(process)
-    experiment_id = MlflowClient(default_tracking_uri(small_store)).get_experiment_by_name("tiny").experiment_id
+    experiment_id = Tracker(None, root=small_store).experiment_id("tiny")
     trials, study_run = links["tiny"]
     assert trials == view_url(base, experiment_id, view_key("tiny"))
     assert study_run.startswith(f"{base}/#/experiments/{experiment_id}/runs/")
@@ -158,19 +156,19 @@ def smoke_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _ensure_view(root: Path) -> str:
     """The study's saved view: the sweep's own, or one written here from the trial runs' keys."""
-    client = MlflowClient(default_tracking_uri(root))
-    experiment_id = client.get_experiment_by_name("tiny-ui").experiment_id
-    if read_study_view(client, experiment_id, view_key("tiny-ui")) is not None:
+    tracker = Tracker(None, root=root)
+    experiment_id = tracker.experiment_id("tiny-ui")
+    if read_study_view(tracker, experiment_id, view_key("tiny-ui")) is not None:
         return experiment_id  # the sweep wrote it
-    parent = client.search_runs([experiment_id], filter_string=role_filter(ROLE_STUDY))[0]
-    trial = client.search_runs([experiment_id], filter_string=role_filter(ROLE_TRIAL))[0]
-    metric = tracked_metric(parent.data.params[PARAM_OBJECTIVES].split(":")[0])
+    parent = tracker.study_runs(experiment_id)[0]
+    trial = tracker.trial_runs(experiment_id, "tiny-ui")[0]
+    metric = tracked_metric(parent.params[PARAM_OBJECTIVES].split(":")[0])
     view = StudyView(
         name="tiny-ui", objectives=[metric], ascending=False, curve_metric="val_acc1",
-        param_keys=[k for k in trial.data.params if k.endswith("optim.lr")],
-        state_tag=next(k for k in ("hvit.state", "optuna.trial_state") if k in trial.data.tags),
+        param_keys=[k for k in trial.params if k.endswith("optim.lr")],
+        state_tag=next(k for k in ("hvit.state", "optuna.trial_state") if k in trial.tags),
     )  # fmt: skip
-    write_study_view(client, experiment_id, view, key=view_key("tiny-ui"))
+    write_study_view(tracker, experiment_id, view, key=view_key("tiny-ui"))
     return experiment_id
 
 
@@ -188,7 +186,7 @@ def test_trials_link_shows_the_objective_column_with_values(smoke_root: Path, ui
     experiment_id = _ensure_view(smoke_root)
     process, _port = ui_process(smoke_root)
     _base, links = _read_links(process)
-    state = read_study_view(MlflowClient(default_tracking_uri(smoke_root)), experiment_id, view_key("tiny-ui"))
+    state = read_study_view(Tracker(None, root=smoke_root), experiment_id, view_key("tiny-ui"))
     with tempfile.TemporaryDirectory() as profile:
         dom = subprocess.run(
             [

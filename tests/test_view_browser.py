@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from hvit_sweeps.keys import HP_PREFIX, ROLE_TRIAL, TAG_TRIAL_STATE, role_filter
 from hvit_sweeps.mlflow_view import read_study_view, view_key
-from hvit_sweeps.tracking import default_tracking_uri
+from hvit_sweeps.tracking import Tracker, default_tracking_uri
 
 # 1 to 3 stages, a depth per stage: random sampler seed 3 draws 2, 2, 1 and 1 stages.
 STAGES_STUDY = """
@@ -94,7 +94,7 @@ def test_parallel_coordinates_draw_every_complete_trial_across_stage_counts(stag
     stage_counts = {run.data.params[f"{HP_PREFIX}stages.num_stages"] for run in trials}
     assert len(stage_counts) > 1, stage_counts  # the point of the study: 1- and 2-stage trials side by side
     complete = [run for run in trials if run.data.tags.get(TAG_TRIAL_STATE) == "COMPLETE"]
-    state = read_study_view(client, experiment_id, view_key("stages-vary"))
+    state = read_study_view(Tracker(None, root=stages_root), experiment_id, view_key("stages-vary"))
     parallel = next(chart for chart in state["compareRunCharts"] if chart["type"] == "PARALLEL")
     assert f"{HP_PREFIX}stages.num_stages" in parallel["selectedParams"]
     url = f"{ui_base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"

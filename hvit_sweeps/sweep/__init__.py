@@ -215,7 +215,7 @@ def write_view(sweep: Sweep, experiment_id: str) -> None:
         curve_metric="val_acc1",
         cost_metric=cost_metric("device_seconds"),
     )
-    write_study_view(sweep.tracker.client, experiment_id, view, key=view_key(sweep.study_name))
+    write_study_view(sweep.tracker, experiment_id, view, key=view_key(sweep.study_name))
 
 
 def finalize(sweep: Sweep, connected: Connected, *, plots: bool = True) -> list[str]:

@@ -44,5 +44,5 @@ def log_importance(tracker: Tracker, study: optuna.Study, parent_run_id: str) ->
         tracker.log_metrics(parent_run_id, metrics, step=complete)
         tracker.log_dict(parent_run_id, {"complete_trials": complete, "note": note, "importance": importances},
                          "importance.json")  # fmt: skip
-    tracker.client.set_tag(parent_run_id, TAG_IMPORTANCE_NOTE, note)
+    tracker.set_tag(parent_run_id, TAG_IMPORTANCE_NOTE, note)
     return importances

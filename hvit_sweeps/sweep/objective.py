@@ -168,7 +168,7 @@ class TrialObjective:
             except BaseException as err:
                 self._fail(run_id, trial.number, err)
                 raise
-            self.sweep.tracker.client.set_tag(run_id, TAG_TRAINED_EPOCHS, ",".join(map(str, upload.trained)))
+            self.sweep.tracker.set_tag(run_id, TAG_TRAINED_EPOCHS, ",".join(map(str, upload.trained)))
             self._drop_resume_checkpoints(run_id, retry_of)
             return self._finish(trial, run_id, result, config.checkpoint_path)
 
@@ -186,13 +186,13 @@ class TrialObjective:
     ) -> Checkpoint | None:
         """For a retry: its original's checkpoint, with the done epochs given to Optuna and MLflow; else None."""
         tracker = self.sweep.tracker
-        tracker.client.set_tag(run_id, TAG_CODE, code_fingerprint())
+        tracker.set_tag(run_id, TAG_CODE, code_fingerprint())
         if retry_of is None:
             return None
         storage = self.connected.storage
         original = storage.get_trial(trial_id(storage, self.connected.study, retry_of))
         point = find_resume_point(tracker, original, config)
-        tracker.client.set_tag(run_id, TAG_RESUME, point.reason)
+        tracker.set_tag(run_id, TAG_RESUME, point.reason)
         console.print(f"trial {trial.number}: {point.reason}")
         if point.checkpoint is not None:
             replay_done_epochs(trial, original, point.checkpoint, tracker, run_id)
@@ -288,7 +288,7 @@ class TrialObjective:
         for _, other in ranked[top_k:]:
             if other and other != run_id:
                 self.sweep.tracker.delete_checkpoint(other)
-                self.sweep.tracker.client.set_tag(other, TAG_CHECKPOINT, "deleted (keep_top_k)")
+                self.sweep.tracker.set_tag(other, TAG_CHECKPOINT, "deleted (keep_top_k)")
         return True
 
 
@@ -317,9 +317,9 @@ def log_best_visuals(sweep: Sweep, connected: Connected, splits: DatasetSplits) 
     drawn = []
     for trial in best_trials(connected.study, top=sweep.spec.keep_top_k or 5):
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
-        if not run_id or TAG_VISUALS in sweep.tracker.client.get_run(run_id).data.tags:
+        if not run_id or TAG_VISUALS in sweep.tracker.run(run_id).tags:
             continue
-        sweep.tracker.client.set_tag(run_id, TAG_VISUALS, _draw_visuals(sweep.tracker, run_id, splits))
+        sweep.tracker.set_tag(run_id, TAG_VISUALS, _draw_visuals(sweep.tracker, run_id, splits))
         drawn.append(trial.number)
     return drawn
 

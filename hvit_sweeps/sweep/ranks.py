@@ -52,5 +52,5 @@ def write_ranks(tracker: Tracker, study: optuna.Study, *, every: bool = False) -
         value = rank_tag_value(rank)
         if not run_id or (not every and _written.get(run_id) == value):
             continue
-        tracker.client.set_tag(run_id, TAG_RANK, value)
+        tracker.set_tag(run_id, TAG_RANK, value)
         _written[run_id] = value

@@ -13,6 +13,7 @@ version of the code, another config), the retry starts at epoch 0 and says why.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 import time
@@ -22,7 +23,6 @@ from pathlib import Path
 
 import optuna
 from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from hvit_sweeps.callbacks import Callback, EpochReport
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
@@ -110,15 +110,14 @@ def find_resume_point(tracker: Tracker, original: optuna.trial.FrozenTrial, conf
     run_id = original.user_attrs.get(ATTR_RUN_ID)
     if not run_id:
         return ResumePoint(None, f"{restart}: it never started an MLflow run")
-    run = tracker.client.get_run(run_id)
-    if run.data.tags.get(TAG_CODE) != code_fingerprint():
+    if tracker.run(run_id).tags.get(TAG_CODE) != code_fingerprint():
         return ResumePoint(None, f"{restart}: it ran another version of the code")
     folder = Path(tempfile.mkdtemp(prefix="hvit-resume-"))
     try:
-        local = tracker.client.download_artifacts(run_id, RESUME_DIR, str(folder))
+        local = tracker.download_artifacts(run_id, RESUME_DIR, folder)
     except (MlflowException, OSError):
         return ResumePoint(None, f"{restart}: it saved no resumable checkpoint")
-    files = sorted(Path(local).glob("*"))
+    files = sorted(local.glob("*"))
     if not files:
         return ResumePoint(None, f"{restart}: it saved no resumable checkpoint")
     checkpoint = load_checkpoint(files[0])
@@ -152,8 +151,5 @@ def replay_done_epochs(
 def drop_resume_checkpoints(tracker: Tracker, run_ids: list[str]) -> None:
     """Delete the ``resume/`` artifacts of runs whose trial has ended: nothing will continue them."""
     for run_id in run_ids:
-        try:
-            run = tracker.client.get_run(run_id)
-            get_artifact_repository(run.info.artifact_uri, tracking_uri=tracker.uri).delete_artifacts(RESUME_DIR)
-        except (MlflowException, OSError, NotImplementedError):
-            pass  # a store that cannot delete keeps the file; only disk is lost
+        with contextlib.suppress(MlflowException):  # a run the store no longer has: nothing to drop
+            tracker.delete_artifacts(run_id, RESUME_DIR)

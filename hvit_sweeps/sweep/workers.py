@@ -191,7 +191,7 @@ def _failure_reason(sweep: Sweep, trial: FrozenTrial | None) -> str:
     run_id = trial.user_attrs.get(ATTR_RUN_ID) if trial else None
     if not run_id:
         return "no MLflow run was started"
-    tags = sweep.tracker.client.get_run(run_id).data.tags
+    tags = sweep.tracker.run(run_id).tags
     return tags.get(TAG_FAILURE, f"unknown (see the run's {FAILURE_FILE})")
 
 
