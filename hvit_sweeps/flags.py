@@ -17,6 +17,7 @@ import difflib
 import functools
 import inspect
 import json
+import re
 import shlex
 import tomllib
 import types
@@ -27,17 +28,24 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from hvit_sweeps.config import DATA_SHAPED_PATHS, TrainConfig, has_field
+from hvit_sweeps.errors import HvitError
 
 __all__ = [
     "ConfigFlag",
     "config_args",
     "config_flag_table",
     "config_flags",
+    "check_devices",
+    "check_split",
+    "check_study_name",
+    "check_trials_per_gpu",
+    "check_values",
     "config_layer",
+    "keyword",
     "option_group",
     "override_args",
     "parse_sets",
@@ -180,6 +188,11 @@ def _int_tuple(value: str, option: str) -> tuple[int, ...]:
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
+def keyword(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """One option of an :func:`option_group`: a keyword parameter as Typer reads it."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
 def option_group(name: str, params: list[inspect.Parameter], collect: Callable[..., Any]) -> Decorator:
     """Give a Typer command the options ``params``, passed to it as one value.
 
@@ -248,6 +261,24 @@ def parse_sets(items: Iterable[str] | None) -> dict[str, Any]:
     return parsed
 
 
+def check_values(layer: Mapping[str, Any], *, source: str) -> None:
+    """Each value against its own field's type and bounds, before the layers it will go over are known.
+
+    For a command whose config comes later (a trial's, read from the study), so that a
+    bad value is one line before anything loads; checks across fields wait for the config.
+    """
+    fields = {flag.path: flag.field for flag in config_flag_table().values()}
+    for path, value in layer.items():
+        field = fields.get(path)
+        if field is None:  # a path without a flag (e.g. data.image_size): the config checks it
+            continue
+        kind: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+        try:
+            TypeAdapter(kind).validate_python(value)
+        except ValidationError as err:
+            raise HvitError(f"{source}: {path}: {err.errors()[0]['msg']}") from None
+
+
 def _nearest(path: str, flags: Mapping[str, ConfigFlag]) -> str:
     """``: did you mean optim.lr?`` for the closest settable path, or a pointer to the list."""
     close = difflib.get_close_matches(path, list(flags), n=1, cutoff=0.5)
@@ -310,3 +341,33 @@ def _lookup(tree: Mapping[str, Any], path: str) -> Any:
     for part in path.split("."):
         node = node[part]
     return node
+
+
+# Checks of option values that no type expresses, run as Typer callbacks: a mistake is one
+# line while parsing, before a command imports torch or MLflow.
+
+
+def check_study_name(value: str | None) -> str | None:
+    """Names go into URLs, log folders and database rows: letters, digits, '.', '_' and '-' only."""
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        raise typer.BadParameter(f"{value!r}: use letters, digits, '.', '_' and '-' (no spaces or slashes)")
+    return value
+
+
+def check_split(value: str) -> str:
+    if value not in ("val", "test", "both"):
+        raise typer.BadParameter(f"{value!r}: use val, test or both")
+    return value
+
+
+def check_trials_per_gpu(value: str) -> str:
+    if value != "auto" and (not value.isdigit() or int(value) < 1):
+        raise typer.BadParameter(f"{value!r}: a positive number, or auto")
+    return value
+
+
+def check_devices(value: str | None) -> str | None:
+    """CUDA device indices, as CUDA_VISIBLE_DEVICES and the packing's memory probe take them."""
+    if value is not None and not re.fullmatch(r"\d+(,\d+)*", value):
+        raise typer.BadParameter(f"{value!r}: CUDA device indices, comma-separated, e.g. 0,1,2,3")
+    return value

@@ -102,7 +102,7 @@ def test_confirm_top_two_of_a_smoke_study(workdir: Path) -> None:
 
 
 def test_a_trial_better_than_the_confirmed_ones_is_pointed_out(capsys: pytest.CaptureFixture[str]) -> None:
-    from hvit_sweeps.cli import _warn_if_unconfirmed
+    from hvit_sweeps.app.best import warn_if_unconfirmed as _warn_if_unconfirmed
 
     study = optuna.create_study(direction="maximize")
     for value in (0.5, 0.6):

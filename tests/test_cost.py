@@ -141,7 +141,7 @@ def test_run_reason_line_says_it_packed_by_measured_memory(
     # `run --trials-per-gpu auto` on a (faked) CUDA host, for a study whose trials measured their peaks.
     import torch
 
-    from hvit_sweeps.cli import _packing
+    from hvit_sweeps.app.sweeps import choose_packing as _packing
     from hvit_sweeps.sweep import Sweep
 
     spec, path = load_study("smoke")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hvit_sweeps import packing
-from hvit_sweeps.cli import _packing
+from hvit_sweeps.app.sweeps import choose_packing as _packing
 from hvit_sweeps.study import load_study
 from hvit_sweeps.sweep import Sweep
 from hvit_sweeps.sweep.workers import worker_plan

@@ -118,7 +118,7 @@ def _smoke_sweep(cli: dict) -> object:
 
 # `run` with no packing flag packs every visible GPU on a CUDA host, and runs one process on a CPU host.
 def test_run_packs_every_visible_gpu_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    from hvit_sweeps.cli import _packing
+    from hvit_sweeps.app.sweeps import choose_packing as _packing
 
     monkeypatch.setattr(packing, "probe_card", lambda devices: H100)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
