@@ -116,7 +116,11 @@ def train(
     config_layer: dict[str, Any],
     set_: SetOpt = None,
     resume: Annotated[
-        Path | None, Opt(help="Continue a checkpoint's run: its config, weights, optimizer and schedule.")
+        Path | None,
+        Opt(
+            callback=flags.check_checkpoint,
+            help="Continue a checkpoint's run: its config, weights, optimizer and schedule.",
+        ),
     ] = None,
 ) -> None:
     """Train one HViT and keep its best-by-validation checkpoint."""
@@ -129,7 +133,9 @@ def train(
 @config_flags(only=("data.data_dir", "data.download", "data.batch_size", "runtime.device"))
 def evaluate_checkpoint(
     *,
-    checkpoint: Annotated[Path, Opt(help="A .pth file from `train` or `best --export`.")],
+    checkpoint: Annotated[
+        Path, Opt(callback=flags.check_checkpoint, help="A .pth file from `train` or `best --export`.")
+    ],
     split: Annotated[str, Opt(help="Which split: val, test or both.", callback=flags.check_split)] = "both",
     visuals: Annotated[Path | None, Opt(help="Also write the visuals (confusion matrix, mistakes, ...) here.")] = None,
     config_layer: dict[str, Any],

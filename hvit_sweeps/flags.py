@@ -354,6 +354,14 @@ def check_study_name(value: str | None) -> str | None:
     return value
 
 
+def check_checkpoint(value: Path | None) -> Path | None:
+    """A checkpoint path that is not a file is answered here, before torch loads (seconds)."""
+    if value is not None and not value.is_file():
+        what = "is a folder" if value.is_dir() else "not found"
+        raise typer.BadParameter(f"checkpoint {what}: {value}: pass the .pth file written by `hvit-sweep train`")
+    return value
+
+
 def check_split(value: str) -> str:
     if value not in ("val", "test", "both"):
         raise typer.BadParameter(f"{value!r}: use val, test or both")

@@ -123,7 +123,7 @@ def test_resume_from_last_keeps_the_file_names(tmp_path: Path) -> None:
         pytest.param(["train", "--dataset", "nope"], "data.dataset: unknown dataset 'nope'", id="dataset"),
         pytest.param(["train", "--bogus"], "No such option: --bogus", id="unknown-option"),
         pytest.param(["eval", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth", id="eval-missing"),
-        pytest.param(["eval", "--checkpoint", "x.pth", "--split", "train"], "use val, test or both", id="eval-split"),
+        pytest.param(["eval", "--split", "train", "--checkpoint", "x.pth"], "use val, test or both", id="eval-split"),
         pytest.param(["train", "--resume", "missing.pth"], "checkpoint not found", id="resume-missing"),
     ],
 )
