@@ -35,8 +35,7 @@ from optuna.trial import FrozenTrial
 from hvit_sweeps.callbacks import Callback, EpochReport
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import (
-    ATTR_EXPERIMENT,
-    ATTR_PARENT,
+    ATTR_CONFIRMATION,
     ATTR_RUN_ID,
     TAG_DATASET,
     TAG_DATASET_HASH,
@@ -48,7 +47,7 @@ from hvit_sweeps.keys import (
     TAG_TRIAL_STATE,
     best_metric,
 )
-from hvit_sweeps.sweep.state import best_trials
+from hvit_sweeps.sweep.record import StudyRecord
 
 __all__ = [
     "ATTR_CONFIRMATION",
@@ -66,7 +65,6 @@ __all__ = [
     "t_975",
 ]
 
-ATTR_CONFIRMATION = "hvit.confirmation"  # study user attr: the last `best --confirm`
 ROLE_REPLICATE = "replicate"  # MLflow role of a replicate run
 TAG_SEED = "hvit.replicate_seed"
 SEED_OFFSET = 100  # replicate i of a trial trains with seed trial_seed + 100 + i: never the trial's, nor the retrain's
@@ -204,7 +202,7 @@ def confirm_top(
         progress: Called with (trial number, seed) before each replicate; returns its extra callbacks.
     """
     chosen = candidates(study, top=top, seeds=seeds)
-    parent, experiment = study.user_attrs[ATTR_PARENT], study.user_attrs[ATTR_EXPERIMENT]
+    experiment, parent = StudyRecord.of(study).runs()
     metric = (study.metric_names or ["val_acc1"])[0]
     maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
     values: dict[int, list[float]] = {}
@@ -285,12 +283,13 @@ def candidates(study: optuna.Study, *, top: int, seeds: int) -> list[FrozenTrial
         raise HvitError("--confirm ranks one objective: it needs a single-objective study")
     if top < 2 or seeds < 2:
         raise HvitError("--confirm needs --top 2 or more and --seeds 2 or more (an interval needs 2 values)")
-    chosen = best_trials(study, top=top)
+    record = StudyRecord.of(study)
+    chosen = record.best(top)
     if len(chosen) < 2:
         raise HvitError(f"study {study.study_name!r} has {len(chosen)} complete trial(s): --confirm needs 2")
-    parent, experiment = study.user_attrs.get(ATTR_PARENT), study.user_attrs.get(ATTR_EXPERIMENT)
-    if not parent or not experiment or any(not t.user_attrs.get(ATTR_RUN_ID) for t in chosen):
-        raise HvitError(f"study {study.study_name!r} has no MLflow runs recorded: it was not run by hvit-sweep")
+    record.runs()  # refuses a study without MLflow runs
+    if any(not t.user_attrs.get(ATTR_RUN_ID) for t in chosen):
+        raise record.not_tracked()
     return chosen
 
 

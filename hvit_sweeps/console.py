@@ -7,7 +7,7 @@ training loop never imports rich.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -31,6 +31,7 @@ from hvit_sweeps.cost import format_cost
 from hvit_sweeps.data.info import DatasetInfo
 from hvit_sweeps.keys import ATTR_COST, ATTR_EPOCH, ATTR_EPOCHS, ATTR_SURPLUS
 from hvit_sweeps.metrics import format_metric
+from hvit_sweeps.sweep.record import StudyRecord
 from hvit_sweeps.sweep.state import best_trials
 
 if TYPE_CHECKING:  # torch: `show`, `best` and `studies` print without importing it
@@ -212,7 +213,7 @@ def train_result_table(result: TrainResult) -> Table:
 _STATE_STYLE = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red", "RUNNING": "cyan", "WAITING": "dim"}
 
 
-def trial_values(trial: FrozenTrial, metric_names: list[str]) -> str:
+def trial_values(trial: FrozenTrial, metric_names: Sequence[str]) -> str:
     """The trial's objective values; else its last reported value, marked with its epoch and why it has no more."""
     if not trial.values:
         last = max(trial.intermediate_values) if trial.intermediate_values else None
@@ -232,7 +233,7 @@ def short_params(params: Mapping[str, Any]) -> str:
     return " ".join(parts)
 
 
-def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: list[str]) -> Table:
+def trials_table(trials: Iterable[FrozenTrial], *, title: str, metric_names: Sequence[str]) -> Table:
     """One row per trial: number, state, value(s), params, epochs and duration."""
     table = Table(title=title, title_justify="left")
     for column in ("#", "state", " / ".join(metric_names), "epochs", "duration", "cost", "params"):
@@ -287,7 +288,7 @@ class SweepDashboard:
     each epoch, and where the trial is at most every PLAIN_EVERY_SECONDS.
     """
 
-    def __init__(self, *, study_name: str, target: int, metric_names: list[str], top: int = 5) -> None:
+    def __init__(self, *, study_name: str, target: int, metric_names: Sequence[str], top: int = 5) -> None:
         self.study_name, self.target, self.metric_names, self.top = study_name, target, metric_names, top
         self.live = Live(console=console, refresh_per_second=4, transient=False) if console.is_terminal else None
         self.status: dict[int, str] = {}
@@ -316,13 +317,13 @@ class SweepDashboard:
             self.printed = summary
 
     def _plain_summary(self, study: optuna.Study) -> str:
-        counts = {s: sum(t.state == s for t in study.get_trials(deepcopy=False)) for s in TrialState}
-        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-        chosen = best_trials(study, top=1) if counts[TrialState.COMPLETE] else []
+        record = StudyRecord.of(study)
+        counts = record.counts
+        chosen = record.best(1)
         best = f"; best {trial_values(chosen[0], self.metric_names)} (trial {chosen[0].number})" if chosen else ""
         return (
-            f"study {self.study_name}: {done}/{self.target} trials ({counts[TrialState.COMPLETE]} complete, "
-            f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed){best}"
+            f"study {self.study_name}: {counts['finished']}/{self.target} trials ({counts['complete']} complete, "
+            f"{counts['pruned']} pruned, {counts['failed']} failed){best}"
         )
 
     def trial_callback(self, study: optuna.Study, trial_number: int) -> Callback:
@@ -342,58 +343,55 @@ class SweepDashboard:
             self.refresh(study)
 
     def render(self, study: optuna.Study) -> Group:
-        trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-        counts = {s: sum(t.state == s for t in trials) for s in TrialState}
+        record = StudyRecord.of(study)
+        counts = record.counts
         header = Table.grid(padding=(0, 2))
         header.add_row(
             f"[bold]study {self.study_name}[/bold]",
-            ProgressBar(total=max(self.target, 1), completed=min(len(finished), self.target), width=30),
-            f"{len(finished)}/{self.target} trials",
-            f"[green]{counts[TrialState.COMPLETE]} complete[/]  [yellow]{counts[TrialState.PRUNED]} pruned[/]  "
-            f"[red]{counts[TrialState.FAIL]} failed[/]",
+            ProgressBar(total=max(self.target, 1), completed=min(counts["finished"], self.target), width=30),
+            f"{counts['finished']}/{self.target} trials",
+            f"[green]{counts['complete']} complete[/]  [yellow]{counts['pruned']} pruned[/]  "
+            f"[red]{counts['failed']} failed[/]",
         )
         running = Table(title="running", title_justify="left", show_edge=False)
         for column in ("#", "epochs done", "progress", "now", f"last {self.metric_names[0]}", "params"):
             running.add_column(column)
-        for trial in trials:
-            if trial.state == TrialState.RUNNING:
-                epoch, epochs = trial.user_attrs.get(ATTR_EPOCH, 0), trial.user_attrs.get(ATTR_EPOCHS, 1)
-                running.add_row(
-                    str(trial.number),
-                    f"{epoch}/{epochs}",
-                    ProgressBar(total=epochs, completed=epoch, width=20),
-                    self.status.get(trial.number, "starting"),
-                    trial_values(trial, self.metric_names),
-                    short_params(trial.params),
-                )
+        for trial in record.in_state(TrialState.RUNNING):
+            epoch, epochs = trial.user_attrs.get(ATTR_EPOCH, 0), trial.user_attrs.get(ATTR_EPOCHS, 1)
+            running.add_row(
+                str(trial.number),
+                f"{epoch}/{epochs}",
+                ProgressBar(total=epochs, completed=epoch, width=20),
+                self.status.get(trial.number, "starting"),
+                trial_values(trial, self.metric_names),
+                short_params(trial.params),
+            )
+        chosen = record.best(self.top)
         best = (
-            trials_table(best_trials(study, top=self.top), title="best so far", metric_names=self.metric_names)
-            if counts[TrialState.COMPLETE]
+            trials_table(chosen, title="best so far", metric_names=self.metric_names)
+            if chosen
             else Text("no complete trial yet", style="dim")
         )
         return Group(header, running, best)
 
 
-def sweep_summary(study: optuna.Study, *, metric_names: list[str]) -> Table:
-    """Counts by state, then the best value(s) and params."""
-    trials = study.get_trials(deepcopy=False)
-    surplus = sum(bool(t.user_attrs.get(ATTR_SURPLUS)) for t in trials)
-    table = Table(title=f"study {study.study_name}", title_justify="left", show_header=False)
+def sweep_summary(study: optuna.Study, *, metric_names: Sequence[str] | None = None) -> Table:
+    """Counts by state, then the best value(s) and params; ``metric_names`` [the study's]."""
+    record = StudyRecord.of(study)
+    names = record.metric_names if metric_names is None else metric_names
+    surplus = sum(bool(t.user_attrs.get(ATTR_SURPLUS)) for t in record.trials)
+    table = Table(title=f"study {record.name}", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value")
     for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING):
-        count = sum(t.state == state for t in trials)
         extra = f" ({surplus} surplus, never trained)" if state == TrialState.FAIL and surplus else ""
-        table.add_row(state.name.lower(), f"{count}{extra}")
-    chosen = best_trials(study, top=1)
+        table.add_row(state.name.lower(), f"{len(record.in_state(state))}{extra}")
+    chosen = record.best(1)
     if not chosen:
         table.add_row("best", "no complete trial yet")
-    elif len(study.directions) > 1:
-        table.add_row("pareto set", ", ".join(f"#{t.number} ({trial_values(t, metric_names)})" for t in chosen))
+    elif record.multi_objective:
+        table.add_row("pareto set", ", ".join(f"#{t.number} ({trial_values(t, names)})" for t in chosen))
     else:
-        table.add_row(
-            f"best {metric_names[0]}", f"{format_metric(metric_names[0], chosen[0].value)} (trial {chosen[0].number})"
-        )
+        table.add_row(f"best {names[0]}", f"{format_metric(names[0], chosen[0].values[0])} (trial {chosen[0].number})")
         table.add_row("best params", short_params(chosen[0].params))
     return table

@@ -11,7 +11,7 @@ code 1, and `run` adds the command that continues the study.
 
 from __future__ import annotations
 
-__all__ = ["HvitError", "SweepFault"]
+__all__ = ["HvitError", "SweepFault", "first_line"]
 
 
 class HvitError(Exception):
@@ -24,3 +24,9 @@ class SweepFault(HvitError):
     """The machine failed the sweep (disk, database); finished trials are kept and `--resume` continues."""
 
     exit_code = 1
+
+
+def first_line(err: BaseException, *, limit: int = 200) -> str:
+    """The first line of an error's message, for a one-line message of our own; the type when it has none."""
+    text = str(err).strip()
+    return text.splitlines()[0][:limit] if text else type(err).__name__

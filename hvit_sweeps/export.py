@@ -11,21 +11,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial
 
-from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint, load_model
+from hvit_sweeps.checkpoint import load_checkpoint, load_model
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import reproduce_command
 from hvit_sweeps.keys import ATTR_RUN_ID
 from hvit_sweeps.model import count_parameters
+from hvit_sweeps.model_card import trial_model_card
+from hvit_sweeps.sweep.record import metric_names
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.visuals import download_visuals
 
@@ -88,7 +88,7 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
         checkpoint = load_checkpoint(downloaded)
         params = count_parameters(load_model(checkpoint))  # also proves the weights fit the config
         shutil.copy2(downloaded, folder / "best.pth")
-    names = study.metric_names or [f"value_{i}" for i in range(len(trial.values))]
+    names = metric_names(study)
     summary = {
         "study": study.study_name,
         "trial": trial.number,
@@ -101,52 +101,5 @@ def _export_one(study: optuna.Study, trial: FrozenTrial, *, tracker: Tracker, fo
     }
     (folder / "config.json").write_text(json.dumps(checkpoint.config.model_dump(mode="json"), indent=2))
     (folder / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
-    (folder / "MODEL_CARD.md").write_text(_model_card(summary, checkpoint))
+    (folder / "MODEL_CARD.md").write_text(trial_model_card(summary, checkpoint))
     download_visuals(tracker, run_id, folder)  # visuals/ beside the checkpoint, when the trial has them
-
-
-def _model_card(summary: dict[str, Any], checkpoint: Checkpoint) -> str:
-    config = checkpoint.config
-    model = config.model
-    metrics = checkpoint.metrics
-    params_m = summary["params_m"]
-    lines = [
-        f"# HViT from study `{summary['study']}`, trial {summary['trial']}",
-        "",
-        f"A hierarchical Vision Transformer (PiT-lite): strided-conv patch stem, {_stages_phrase(len(model.depths))}.",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| dataset | {config.data.dataset} ({model.num_classes} classes, {model.in_chans}x{model.image_size}x{model.image_size}) |",
-        f"| embed dims / depths / heads | {_join(model.embed_dims)} / {_join(model.depths)} / {_join(model.num_heads)} |",
-        f"| patch size | {model.patch_size} |",
-        f"| parameters | {params_m:.3f} M |",
-        f"| best epoch | {checkpoint.epoch} of {config.epochs} |",
-        *[f"| {k} | {v:.4f} |" for k, v in metrics.items() if k.startswith("val_")],
-        f"| MLflow run | `{summary['mlflow_run_id']}` |",
-        "",
-        "## Evaluate",
-        "",
-        *bash_block(f"hvit-sweep eval --checkpoint best.pth --data-dir {shlex.quote(str(config.data.data_dir))}"),
-        "The validation split is rebuilt from the saved seed, so `val` reproduces the metrics above.",
-        "",
-        "## Reproduce",
-        "",
-        *bash_block(reproduce_command(config)),
-    ]
-    return "\n".join(lines)
-
-
-def bash_block(command: str) -> list[str]:
-    """A Markdown code block holding one shell command, then a blank line."""
-    return ["```bash", command, "```", ""]
-
-
-def _stages_phrase(stages: int) -> str:
-    if stages == 1:
-        return "one stage of pre-norm transformer blocks (no pooling)"
-    return f"{stages} stages of pre-norm transformer blocks with depthwise-conv pooling between them"
-
-
-def _join(values: tuple[int, ...]) -> str:
-    return ",".join(str(v) for v in values)

@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "ATTR_EPOCH",
     "ATTR_EPOCHS",
+    "ATTR_CONFIRMATION",
     "ATTR_COST",
     "ATTR_DEVICE",
     "ATTR_EXPERIMENT",
@@ -29,7 +30,15 @@ __all__ = [
     "CHECKPOINT_FILE",
     "FAILURE_FILE",
     "JOURNAL_FILE",
+    "LOCAL_UI",
+    "LOCAL_UI_PORT",
+    "PARAM_DATASET",
+    "PARAM_MAX_EPOCHS",
     "PARAM_OBJECTIVES",
+    "PARAM_PRUNER",
+    "PARAM_SAMPLER",
+    "PARAM_SAMPLER_SEED",
+    "PARAM_STUDY_NAME",
     "PLOTS_DIR",
     "PLOT_HISTORY",
     "PLOT_INTERMEDIATE",
@@ -65,6 +74,7 @@ __all__ = [
     "HP_PREFIX",
     "VISUALS_DIR",
     "best_metric",
+    "dataset_size_param",
     "rank_tag_value",
     "trial_run_name",
     "importance_metric",
@@ -72,6 +82,7 @@ __all__ = [
     "study_metric",
     "plot_artifact",
     "role_filter",
+    "ui_base",
 ]
 
 # -- Optuna study user attributes: shared by every worker of a study ---------------------
@@ -80,6 +91,7 @@ ATTR_TARGET = "hvit.target_trials"
 ATTR_PARENT = "hvit.mlflow_parent_run_id"
 ATTR_EXPERIMENT = "hvit.mlflow_experiment_id"
 ATTR_FINGERPRINT = "hvit.definition"
+ATTR_CONFIRMATION = "hvit.confirmation"  # the last `best --confirm` (hvit_sweeps.confirm)
 
 # -- Optuna trial user attributes --------------------------------------------------------
 
@@ -133,7 +145,19 @@ TRIAL_RUN_ENDS: dict[str, tuple[str, str]] = {
 
 # -- MLflow params and metrics -----------------------------------------------------------
 
-PARAM_OBJECTIVES = "study.objectives"  # on the parent run: "val_acc1:maximize,params_m:minimize"
+# The study's definition, as params of its parent run (written by hvit_sweeps.sweep, read by the report).
+PARAM_STUDY_NAME = "study.name"
+PARAM_SAMPLER = "study.sampler"
+PARAM_SAMPLER_SEED = "study.sampler_seed"
+PARAM_PRUNER = "study.pruner"
+PARAM_OBJECTIVES = "study.objectives"  # "val_acc1:maximize,params_m:minimize"
+PARAM_MAX_EPOCHS = "study.max_epochs"
+PARAM_DATASET = "study.dataset"
+
+
+def dataset_size_param(split: str) -> str:
+    """A run's param holding one split's image count: ``dataset.train_size``, ``dataset.val_size``, ..."""
+    return f"dataset.{split}_size"
 
 
 HP_PREFIX = "hp."  # a searched value under its Optuna name: hp.optim.lr, hp.stages.base_width
@@ -211,3 +235,10 @@ def role_filter(role: str) -> str:
 
 JOURNAL_FILE = "optuna.journal"
 TRACKING_DB = "mlflow.db"
+LOCAL_UI_PORT = 5000  # `hvit-sweep ui`'s default port
+LOCAL_UI = f"http://127.0.0.1:{LOCAL_UI_PORT}"  # where `hvit-sweep ui` serves the embedded store
+
+
+def ui_base(tracking_uri: str | None) -> str:
+    """The MLflow UI's address: the tracking server's, or where `hvit-sweep ui` serves the embedded store."""
+    return tracking_uri if tracking_uri and tracking_uri.startswith("http") else LOCAL_UI

@@ -13,50 +13,50 @@ best trial's per-trial visuals (see :mod:`hvit_sweeps.visuals`).
 
 from __future__ import annotations
 
-import base64
-import datetime as dt
-import html
 import importlib.util
-import io
 import json
 import math
-import struct
 import tempfile
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from mlflow.exceptions import MlflowException
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 from pydantic import ValidationError
 
 from hvit_sweeps.confirm import confirmation_rows, stored_confirmation
 from hvit_sweeps.cost import LATENCY_BATCH
 from hvit_sweeps.errors import HvitError
+from hvit_sweeps.html_page import Raw, escape, figure, img, link, page, png_of, table
 from hvit_sweeps.keys import (
     ATTR_EPOCH,
-    ATTR_EXPERIMENT,
-    ATTR_PARENT,
     ATTR_RUN_ID,
+    LOCAL_UI,
+    PARAM_DATASET,
+    PARAM_MAX_EPOCHS,
     PARAM_OBJECTIVES,
+    PARAM_PRUNER,
+    PARAM_SAMPLER,
+    PARAM_SAMPLER_SEED,
     TAG_DATASET,
     TAG_DATASET_HASH,
     TAG_STUDY_FILE,
     best_metric,
     cost_metric,
+    dataset_size_param,
     model_metric,
+    ui_base,
 )
 from hvit_sweeps.mlflow_view import study_trials_url
 from hvit_sweeps.study import StudySpec
-from hvit_sweeps.sweep import trial_counts
+from hvit_sweeps.sweep.record import StudyRecord
 from hvit_sweeps.tracking import TrackedRun, Tracker, run_url
 from hvit_sweeps.visuals import download_visuals
 
-__all__ = ["build_report"]
+__all__ = ["LOCAL_UI", "SECTIONS", "build_report"]
 
-LOCAL_UI = "http://127.0.0.1:5000"  # where `hvit-sweep ui` serves the embedded store
 SECTIONS = {
     "summary": "Study summary",
     "best-trials": "Best trials",
@@ -68,20 +68,19 @@ SECTIONS = {
 _VISUAL_ORDER = ("training_curves", "confusion_matrix", "per_class_accuracy", "misclassified", "train_batch")
 _ACCURACY = best_metric("val_acc1")  # every trial run logs it, whatever the study optimises
 _PARAMS, _FLOPS = model_metric("params_m"), model_metric("flops_m")
-_SCROLL_OVER = (1600, 1400)  # px (width, height): shown at full size in a scroll box, so small labels stay readable
 
 
 @dataclass
 class _Facts:
     """What the sections read: the study, its MLflow runs and where links point."""
 
-    study: optuna.Study
+    study: optuna.Study  # the plots read it
+    record: StudyRecord
     tracker: Tracker
     experiment_id: str
     parent: TrackedRun
     runs: dict[str, TrackedRun]  # run id -> trial run
-    complete: list[FrozenTrial]
-    best: list[FrozenTrial]  # best first: the top trials, or the Pareto set
+    best: list[FrozenTrial]  # best first: the top trials, or the Pareto set (StudyRecord.best)
     link_base: str
 
     def run_of(self, trial: FrozenTrial) -> TrackedRun | None:
@@ -89,7 +88,7 @@ class _Facts:
 
     @property
     def metric_names(self) -> list[str]:
-        return list(self.study.metric_names or [f"value {i}" for i in range(len(self.study.directions))])
+        return list(self.record.metric_names)
 
 
 def build_report(
@@ -125,7 +124,7 @@ def build_report(
         "best-trial-visuals": _visuals_section(facts),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(_page(f"Study {study.study_name}", sections), encoding="utf-8")
+    out.write_text(page(f"Study {study.study_name}", sections, SECTIONS), encoding="utf-8")
     return out
 
 
@@ -133,46 +132,33 @@ def build_report(
 
 
 def _collect(study: optuna.Study, tracker: Tracker, *, top: int, link_base: str | None) -> _Facts:
-    name = study.study_name
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    record = StudyRecord.of(study)
+    name = record.name
+    if not record.complete:
         raise HvitError(f"study {name!r} has no complete trial yet: run `hvit-sweep run --study {name}` first")
-    parent_id = study.user_attrs.get(ATTR_PARENT)
+    parent_id = record.parent_run_id
     if not parent_id:
-        raise HvitError(f"study {name!r} has no MLflow parent run: it was not run by hvit-sweep")
+        raise record.not_tracked()
     try:
         parent = tracker.run(parent_id)
     except MlflowException:
-        raise HvitError(
-            f"study {name!r}: its MLflow run {parent_id} is not in {tracker.uri}: "
-            "pass the --tracking-uri (or --root) the study was run with"
-        ) from None
-    experiment_id = study.user_attrs.get(ATTR_EXPERIMENT) or parent.experiment_id
-    if link_base is None:
-        link_base = LOCAL_UI if tracker.local or not tracker.uri.startswith("http") else tracker.uri
+        raise record.parent_missing(tracker.uri) from None
+    experiment_id = record.experiment_id or parent.experiment_id
     return _Facts(
         study=study,
+        record=record,
         tracker=tracker,
         experiment_id=experiment_id,
         parent=parent,
         runs=_trial_runs(tracker, experiment_id, name),
-        complete=complete,
-        best=_best_trials(study, complete, top),
-        link_base=link_base.rstrip("/"),
+        best=record.best(top),
+        link_base=(link_base or ui_base(tracker.uri)).rstrip("/"),
     )
 
 
 def _trial_runs(tracker: Tracker, experiment_id: str, study_name: str) -> dict[str, TrackedRun]:
     """Every trial run of the study, by run id."""
     return {run.run_id: run for run in tracker.trial_runs(experiment_id, study_name)}
-
-
-def _best_trials(study: optuna.Study, complete: list[FrozenTrial], top: int) -> list[FrozenTrial]:
-    """The top trials by the objective, or the Pareto set ordered by its first objective."""
-    first = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    pool = study.best_trials if len(study.directions) > 1 else complete
-    ranked = sorted(pool, key=lambda t: (-t.values[0] if first else t.values[0], t.number))
-    return ranked if len(study.directions) > 1 else ranked[:top]
 
 
 def _spec_for_plots(study: optuna.Study) -> StudySpec:
@@ -191,30 +177,32 @@ def _spec_for_plots(study: optuna.Study) -> StudySpec:
 
 def _summary_section(facts: _Facts) -> str:
     params, tags = facts.parent.params, facts.parent.tags
-    counts = trial_counts(facts.study)
+    counts = facts.record.counts
     run = facts.run_of(facts.best[0])
     run_tags = run.tags if run else {}
     run_params = run.params if run else {}
     sizes = ", ".join(
-        f"{k} {run_params[f'dataset.{k}_size']}" for k in ("train", "val", "test") if f"dataset.{k}_size" in run_params
+        f"{k} {run_params[dataset_size_param(k)]}"
+        for k in ("train", "val", "test")
+        if dataset_size_param(k) in run_params
     )
     rows = [
         ("trials", ", ".join(f"{n} {state}" for state, n in counts.items() if state != "finished")),
         ("objectives", params.get(PARAM_OBJECTIVES) or _objectives_text(facts)),
         ("best", _best_text(facts)),
-        ("sampler", f"{params.get('study.sampler', '?')} (seed {params.get('study.sampler_seed', '?')})"),
-        ("pruner", params.get("study.pruner", "?")),
-        ("epochs per trial", params.get("study.max_epochs", "?")),
-        ("dataset", run_tags.get(TAG_DATASET) or params.get("study.dataset", "?")),
+        ("sampler", f"{params.get(PARAM_SAMPLER, '?')} (seed {params.get(PARAM_SAMPLER_SEED, '?')})"),
+        ("pruner", params.get(PARAM_PRUNER, "?")),
+        ("epochs per trial", params.get(PARAM_MAX_EPOCHS, "?")),
+        ("dataset", run_tags.get(TAG_DATASET) or params.get(PARAM_DATASET, "?")),
         ("dataset hash", run_tags.get(TAG_DATASET_HASH, "not recorded")),
         ("split sizes", sizes or "not recorded"),
         ("study file", tags.get(TAG_STUDY_FILE, "?")),
         ("tracking store", facts.tracker.uri),
     ]
     first = facts.metric_names[0]
-    direction = facts.study.directions[0].name.lower()
+    direction = facts.record.directions[0].name.lower()
     links = [
-        _link(
+        link(
             study_trials_url(
                 facts.tracker,
                 facts.link_base,
@@ -224,20 +212,20 @@ def _summary_section(facts: _Facts) -> str:
             ),  # fmt: skip
             "all trials in MLflow, best first",
         ),
-        _link(run_url(facts.link_base, facts.experiment_id, facts.parent.run_id), "the study's parent run"),
+        link(run_url(facts.link_base, facts.experiment_id, facts.parent.run_id), "the study's parent run"),
     ]
     note = ""
     if facts.link_base == LOCAL_UI:
-        note = f"<p class='note'>Links open the MLflow UI: start it with <code>hvit-sweep ui --root {_e(str(facts.tracker.root))}</code>.</p>"
-    return _table(["", ""], rows, header=False) + f"<p>{' · '.join(links)}</p>" + note
+        note = f"<p class='note'>Links open the MLflow UI: start it with <code>hvit-sweep ui --root {escape(str(facts.tracker.root))}</code>.</p>"
+    return table(["", ""], rows, header=False) + f"<p>{' · '.join(links)}</p>" + note
 
 
 def _objectives_text(facts: _Facts) -> str:
-    return ", ".join(f"{m}:{d.name.lower()}" for m, d in zip(facts.metric_names, facts.study.directions, strict=False))
+    return ", ".join(f"{m}:{d.name.lower()}" for m, d in zip(facts.metric_names, facts.record.directions, strict=False))
 
 
 def _best_text(facts: _Facts) -> str:
-    if len(facts.study.directions) > 1:
+    if facts.record.multi_objective:
         return f"Pareto set of {len(facts.best)} trial(s)"
     trial = facts.best[0]
     return f"{facts.metric_names[0]} = {_metric(facts.metric_names[0], trial.values[0])} (trial {trial.number})"
@@ -250,7 +238,7 @@ def _best_section(facts: _Facts) -> str:
     for rank, trial in enumerate(facts.best, start=1):
         run = facts.run_of(trial)
         metrics = run.metrics if run else {}
-        link = _link(run_url(facts.link_base, facts.experiment_id, run.run_id), "run") if run else "no run"
+        run_link = link(run_url(facts.link_base, facts.experiment_id, run.run_id), "run") if run else "no run"
         rows.append(
             (
                 rank,
@@ -261,17 +249,17 @@ def _best_section(facts: _Facts) -> str:
                 len(trial.intermediate_values) or trial.user_attrs.get(ATTR_EPOCH, ""),
                 _duration(trial),
                 _params_text(trial.params),
-                _Raw(link),
+                Raw(run_link),
             )
         )
         if run:
             config = sorted(run.params.items())
             details.append(
                 f"<details><summary>trial {trial.number}: full config ({len(config)} settings)</summary>"
-                f"{_table(['setting', 'value'], config)}</details>"
+                f"{table(['setting', 'value'], config)}</details>"
             )
-    what = "Pareto set, by the first objective" if len(facts.study.directions) > 1 else f"top {len(facts.best)}"
-    return f"<p>{_e(what)}.</p>" + _table(head, rows) + "".join(details)
+    what = "Pareto set, by the first objective" if facts.record.multi_objective else f"top {len(facts.best)}"
+    return f"<p>{escape(what)}.</p>" + table(head, rows) + "".join(details)
 
 
 def _plots_section(facts: _Facts, plotly: bool) -> str:
@@ -281,13 +269,13 @@ def _plots_section(facts: _Facts, plotly: bool) -> str:
     if plotly:
         figures = interactive_figures(facts.study, spec)
         parts = [
-            _figure(name, fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"responsive": True}))
+            figure(name, fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"responsive": True}))
             for i, (name, fig) in enumerate(figures.items())
         ]
     else:
-        parts = [_figure(name, _img(_png_of(fig), name)) for name, fig in study_figures(facts.study, spec).items()]
+        parts = [figure(name, img(png_of(fig), name)) for name, fig in study_figures(facts.study, spec).items()]
     kind = "interactive (plotly)" if plotly else "PNG (`report --interactive` draws them with plotly, when installed)"
-    note = f"<p class='note'>{_e(kind)}; a plot that needs more trials is left out.</p>"
+    note = f"<p class='note'>{escape(kind)}; a plot that needs more trials is left out.</p>"
     return note + f"<div class='grid'>{''.join(parts)}</div>"
 
 
@@ -302,17 +290,17 @@ _COST_AXES = (
 
 def _cost_section(facts: _Facts) -> str:
     points = []
-    for trial in facts.complete:
+    for trial in facts.record.complete:
         run = facts.run_of(trial)
         metrics = run.metrics if run else {}
         if _ACCURACY in metrics:
             points.append((trial.number, metrics[_ACCURACY], *(metrics.get(key) for key, _ in _COST_AXES)))
     if not points:
         return f"<p>No complete trial run logged {_ACCURACY}.</p>"
-    pareto = len(facts.study.directions) > 1
+    pareto = facts.record.multi_objective
     starred = {t.number for t in facts.best} if pareto else {facts.best[0].number}
     what = "the Pareto set" if pareto else "the best trial"
-    return _img(_png_of(_cost_figure(points, starred)), "val_acc1 against params, FLOPs and measured cost") + (
+    return img(png_of(_cost_figure(points, starred)), "val_acc1 against params, FLOPs and measured cost") + (
         f"<p class='note'>{len(points)} complete trial(s), coloured by trial number and labelled with it; "
         f"red stars: {what}. Device-seconds: GPU wall time on CUDA, process CPU time on a CPU.</p>"
     )
@@ -361,19 +349,19 @@ def _label_groups(points: list[tuple[float, float, int]], *, cells: int = 60) ->
 def _confirmation_section(facts: _Facts) -> str:
     """`best --confirm`'s ranking: each confirmed trial's replicate values, mean and 95% interval."""
     confirmation = stored_confirmation(facts.study)
-    if confirmation is None and len(facts.study.directions) > 1:
+    if confirmation is None and facts.record.multi_objective:
         return "<p>Seed confirmation ranks one objective; this study has several.</p>"
     if confirmation is None:
         name = facts.study.study_name
         return (
             "<p>No seed confirmation yet. <code>hvit-sweep best --study "
-            f"{_e(name)} --confirm --top 3 --seeds 3</code> trains the top trials again with new seeds "
+            f"{escape(name)} --confirm --top 3 --seeds 3</code> trains the top trials again with new seeds "
             "and says whether the best one really beats the runner-up.</p>"
         )
     head, rows = confirmation_rows(confirmation)
     return (
-        f"<p><b>{_e(confirmation.statement)}</b></p>"
-        + _table(head, rows)
+        f"<p><b>{escape(confirmation.statement)}</b></p>"
+        + table(head, rows)
         + (
             "<p class='note'>Each trial's config trained again with new training seeds on the study's own "
             "train/val split and epoch budget (MLflow runs with role replicate); 95% t-intervals; test never "
@@ -395,7 +383,7 @@ def _visuals_section(facts: _Facts) -> str:
                 "(they are written for trials whose checkpoint is kept).</p>"
             )
         pngs = sorted(folder.glob("*.png"), key=lambda p: (_rank(p.stem), p.stem))
-        parts = [_figure(p.stem, _img(p.read_bytes(), p.stem)) for p in pngs]
+        parts = [figure(p.stem, img(p.read_bytes(), p.stem)) for p in pngs]
         summary = folder / "per_class_accuracy.json"
         worst = _worst_classes(json.loads(summary.read_text())) if summary.is_file() else ""
     return f"<p>Trial {trial.number}, from its run's <code>visuals/</code> artifacts.</p>" + "".join(parts) + worst
@@ -409,82 +397,10 @@ def _worst_classes(summary: dict[str, Any], count: int = 10) -> str:
     scored = [c for c in summary.get("classes", []) if c.get("accuracy") is not None]
     worst = sorted(scored, key=lambda c: (c["accuracy"], c["index"]))[:count]
     rows = [(c["name"], f"{c['accuracy']:.1%}", f"{c['correct']}/{c['support']}") for c in worst]
-    return f"<h3>Lowest-accuracy classes</h3>{_table(['class', 'accuracy', 'correct'], rows)}"
+    return f"<h3>Lowest-accuracy classes</h3>{table(['class', 'accuracy', 'correct'], rows)}"
 
 
-# -- HTML ------------------------------------------------------------------------------
-
-# The plot grid is auto-fill, not auto-fit: plotly sizes a figure to its cell as the page is parsed, and with
-# auto-fit the first cell spans the whole row until the second figure arrives.
-_CSS = """
-body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0 auto;max-width:1320px;padding:0 24px 48px;color:#1d1d1f}
-h1{margin:24px 0 4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:40px}
-nav a{margin-right:16px}table{border-collapse:collapse;margin:8px 0;font-size:14px}
-td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f3f3}
-img{max-width:100%;height:auto;display:block;margin:8px 0}.scroll{overflow:auto;max-height:1000px;border:1px solid #ddd}
-.scroll img{max-width:none}figure{margin:16px 0}figcaption{font-weight:600;font-size:14px;color:#444}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:8px 24px}
-.note{color:#666;font-size:13px}details{margin:6px 0}code{background:#f3f3f3;padding:1px 4px}
-"""
-
-
-class _Raw(str):
-    """HTML that a table cell must not escape."""
-
-
-def _page(title: str, sections: dict[str, str]) -> str:
-    nav = "".join(f"<a href='#{key}'>{_e(SECTIONS[key])}</a>" for key in sections)
-    body = "".join(
-        f"<section id='{key}'><h2>{_e(SECTIONS[key])}</h2>{content}</section>" for key, content in sections.items()
-    )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_e(title)}</h1><p class='note'>hvit-sweep report, {stamp}</p><nav>{nav}</nav>{body}</body></html>"
-    )
-
-
-def _table(head: Sequence[str], rows: Iterable[Sequence[Any]], *, header: bool = True) -> str:
-    top = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" if header else ""
-    cells = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table>{top}{cells}</table>"
-
-
-def _cell(value: Any) -> str:
-    return value if isinstance(value, _Raw) else _e(str(value))
-
-
-def _figure(name: str, content: str) -> str:
-    return f"<figure id='fig-{_e(name)}'><figcaption>{_e(name.replace('_', ' '))}</figcaption>{content}</figure>"
-
-
-def _img(png: bytes, alt: str) -> str:
-    tag = f"<img alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
-    width, height = _png_size(png)
-    return f"<div class='scroll'>{tag}</div>" if width > _SCROLL_OVER[0] or height > _SCROLL_OVER[1] else tag
-
-
-def _png_size(png: bytes) -> tuple[int, int]:
-    """(width, height) from the PNG header; (0, 0) for anything else."""
-    return struct.unpack(">II", png[16:24]) if png[:8] == b"\x89PNG\r\n\x1a\n" else (0, 0)
-
-
-def _png_of(figure: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
-def _link(url: str, text: str) -> str:
-    return f"<a href='{_e(url)}'>{_e(text)}</a>"
-
-
-def _e(text: str) -> str:
-    return html.escape(text, quote=True)
+# -- values ----------------------------------------------------------------------------
 
 
 def _metric(name: str, value: Any) -> str:

@@ -13,7 +13,6 @@ exported with a model card that says how its test figure was obtained.
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 import socket
 import tempfile
@@ -30,18 +29,15 @@ from mlflow.utils.validation import (
     _validate_model_alias_name,
     _validate_model_alias_name_reserved,
 )
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hvit_sweeps.callbacks import Callback, EpochReport, TrainResult
 from hvit_sweeps.checkpoint import Checkpoint, load_checkpoint
 from hvit_sweeps.config import TrainConfig, build_config, flatten_config
 from hvit_sweeps.data import DatasetSplits, Split, load_dataset
-from hvit_sweeps.errors import HvitError
-from hvit_sweeps.export import bash_block, check_export_dest, staged_export
-from hvit_sweeps.flags import reproduce_command
+from hvit_sweeps.errors import HvitError, first_line
+from hvit_sweeps.export import check_export_dest, staged_export
 from hvit_sweeps.keys import (
-    ATTR_EXPERIMENT,
-    ATTR_PARENT,
     ATTR_RUN_ID,
     CHECKPOINT_DIR,
     ROLE_FINAL,
@@ -56,7 +52,17 @@ from hvit_sweeps.keys import (
     TAG_STUDY,
     TAG_TRAINED_ON,
     cost_metric,
+    dataset_size_param,
 )
+from hvit_sweeps.model_card import (
+    FINAL_CHECKPOINT,
+    TRAINED_ON,
+    RegisteredVersion,
+    RetrainResult,
+    final_model_card,
+    final_summary,
+)
+from hvit_sweeps.sweep.record import StudyRecord
 from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import train
 
@@ -75,47 +81,8 @@ __all__ = [
     "train_plus_val",
 ]
 
-# Names this module writes; candidates for hvit_sweeps.keys once a second reader appears.
-TRAINED_ON = "train+val"
-FINAL_CHECKPOINT = "final.pth"  # the local file's name is the artifact's name: checkpoint/final.pth
 # The final run's val split is inside its training data: its val figures are logged under this prefix.
 SEEN_VAL_PREFIX = "seen_"
-
-
-@dataclass(frozen=True)
-class RegisteredVersion:
-    """A model version in MLflow's registry, and the alias pointing at it."""
-
-    name: str
-    version: str
-    alias: str
-    source: str
-
-    @property
-    def uri(self) -> str:
-        return f"models:/{self.name}@{self.alias}"
-
-
-@dataclass(frozen=True)
-class RetrainResult:
-    """What :func:`retrain_best` did and reached."""
-
-    study_name: str
-    source_trial: int
-    source_run_id: str
-    source_value: float
-    run_id: str
-    config: TrainConfig
-    test_metrics: dict[str, float]
-    history: list[dict[str, float]]
-    dataset_sizes: dict[str, int]
-    seconds: float
-    registered: RegisteredVersion | None
-    exported: Path | None
-
-    @property
-    def test_acc1(self) -> float:
-        return self.test_metrics["test_acc1"]
 
 
 def default_registry_name(study_name: str) -> str:
@@ -184,25 +151,7 @@ def retrain_best(
 
 def best_complete_trial(study: optuna.Study, *, number: int | None = None) -> FrozenTrial:
     """The best COMPLETE trial of a single-objective study, or the complete trial ``number``."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise HvitError(
-            f"study {study.study_name!r} has no complete trial: run more trials first "
-            f"(hvit-sweep run --study {study.study_name})"
-        )
-    if number is not None:
-        found = [t for t in complete if t.number == number]
-        if not found:
-            done = ", ".join(str(t.number) for t in complete[:20])
-            raise HvitError(f"trial {number} of study {study.study_name!r} is not complete: pick one of {done}")
-        return found[0]
-    if len(study.directions) > 1:
-        raise HvitError(
-            f"study {study.study_name!r} has {len(study.directions)} objectives: pick a trial of its Pareto set "
-            "(hvit-sweep best) and pass its number"
-        )
-    sign = 1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1
-    return max(complete, key=lambda t: (sign * t.values[0], -t.number))  # ties: the earlier trial
+    return StudyRecord.of(study).best_complete(number)
 
 
 @dataclass(frozen=True)
@@ -217,18 +166,16 @@ class _SourceTrial:
 
     @classmethod
     def find(cls, study: optuna.Study, tracker: Tracker, *, number: int | None) -> _SourceTrial:
-        trial = best_complete_trial(study, number=number)
+        record = StudyRecord.of(study)
+        trial = record.best_complete(number)
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
-        parent, experiment_id = study.user_attrs.get(ATTR_PARENT), study.user_attrs.get(ATTR_EXPERIMENT)
-        if not run_id or not parent or not experiment_id:
-            raise HvitError(f"study {study.study_name!r} has no MLflow runs recorded: it was not run by hvit-sweep")
+        if not run_id:
+            raise record.not_tracked()
+        experiment_id, parent = record.runs()
         try:
             tracker.run(parent)
         except MlflowException:
-            raise HvitError(
-                f"study {study.study_name!r}: its MLflow run {parent} is not in {tracker.uri}: "
-                "pass the --tracking-uri (or --root) the study was run with"
-            ) from None
+            raise record.parent_missing(tracker.uri) from None
         return cls(study.study_name, trial, run_id, parent, experiment_id)
 
 
@@ -337,7 +284,7 @@ def _start_final_run(tracker: Tracker, source: _SourceTrial, config: TrainConfig
             TAG_HOST: socket.gethostname(),
         },
     )
-    sizes = {f"dataset.{k}_size": v for k, v in splits.sizes.items()}
+    sizes = {dataset_size_param(k): v for k, v in splits.sizes.items()}
     tracker.log_params(run_id, {**flatten_config(config), **sizes})
     return run_id
 
@@ -382,19 +329,15 @@ def _ensure_registered_model(tracker: Tracker, name: str, study_name: str, alias
         _validate_model_alias_name(alias)
         _validate_model_alias_name_reserved(alias)
     except MlflowException as err:
-        raise HvitError(f"--alias {alias}: {_first_line(err)}") from None
+        raise HvitError(f"--alias {alias}: {first_line(err)}") from None
     try:
         tracker.create_registered_model(name, description=f"Final models of the hvit-sweep study {study_name}.")
     except MlflowException as err:
         if err.error_code == "RESOURCE_ALREADY_EXISTS":
             return
         raise HvitError(
-            f"--registry-name {name}: the model registry at {tracker.uri} refused it ({_first_line(err)})"
+            f"--registry-name {name}: the model registry at {tracker.uri} refused it ({first_line(err)})"
         ) from None
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
 
 
 def register_final(tracker: Tracker, result: RetrainResult, *, name: str, alias: str) -> RegisteredVersion:
@@ -423,7 +366,7 @@ def register_final(tracker: Tracker, result: RetrainResult, *, name: str, alias:
         )
     except MlflowException as err:
         raise HvitError(
-            f"the model registry at {tracker.uri} refused the final model ({_first_line(err)}): "
+            f"the model registry at {tracker.uri} refused the final model ({first_line(err)}): "
             f"its checkpoint stays in MLflow run {result.run_id}"
         ) from None
     return RegisteredVersion(name=name, version=version, alias=alias, source=source)
@@ -444,115 +387,3 @@ def export_final(result: RetrainResult, checkpoint: Path, dest: Path, *, force: 
         (folder / "metrics.json").write_text(json.dumps(final_summary(result), indent=2, default=str))
         (folder / "MODEL_CARD.md").write_text(final_model_card(result))
     return dest
-
-
-def final_summary(result: RetrainResult) -> dict[str, Any]:
-    """The facts of a final model, as metrics.json and a benchmark summary record them."""
-    registered = result.registered
-    return {
-        "study": result.study_name,
-        "source_trial": result.source_trial,
-        "source_run_id": result.source_run_id,
-        "source_val_value": result.source_value,
-        "mlflow_run_id": result.run_id,
-        "trained_on": TRAINED_ON,
-        "epochs": result.config.epochs,
-        "seed": result.config.seed,
-        "dataset": result.config.data.dataset,
-        "dataset_sizes": result.dataset_sizes,
-        "test": result.test_metrics,
-        "seconds": round(result.seconds, 1),
-        "registered": None
-        if registered is None
-        else {"name": registered.name, "version": registered.version, "alias": registered.alias, "uri": registered.uri},
-        "recipe": _recipe(result.config),
-    }
-
-
-# The settings a study of this project searches (recipe and shape), as a final model's summary lists them.
-_RECIPE_PREFIXES = ("optim.", "data.augment", "data.mixup_alpha", "data.cutmix_alpha", "data.batch_size")
-_SHAPE_KEYS = (
-    "model.embed_dims",
-    "model.depths",
-    "model.num_heads",
-    "model.patch_size",
-    "model.mlp_ratio",
-    "model.drop_path_rate",
-    "model.dropout",
-)
-
-
-def _recipe(config: TrainConfig) -> dict[str, Any]:
-    flat = flatten_config(config)
-    return {k: v for k, v in flat.items() if k.startswith(_RECIPE_PREFIXES) or k in _SHAPE_KEYS}
-
-
-def final_model_card(result: RetrainResult) -> str:
-    """MODEL_CARD.md: the final test figure first, then how it was obtained, how to check and repeat it."""
-    config, test = result.config, result.test_metrics
-    headline = (
-        f"**Test top-1 {test['test_acc1']:.4f}** (top-5 {test['test_acc5']:.4f}, loss {test['test_loss']:.4f}) "
-        f"on {result.dataset_sizes['test']} test images of {config.data.dataset}, evaluated once, after training."
-    )
-    evaluate = (
-        f"hvit-sweep eval --checkpoint {FINAL_CHECKPOINT} --split test "
-        f"--data-dir {shlex.quote(str(config.data.data_dir))}"
-    )
-    retrain = f"hvit-sweep best --study {shlex.quote(result.study_name)} --retrain --seed {config.seed}"
-    lines = [
-        f"# HViT: final model of study `{result.study_name}`",
-        "",
-        headline,
-        "",
-        "## How it was obtained",
-        "",
-        *_provenance(result),
-        "",
-        *_settings_table(config),
-        "",
-        "## Evaluate",
-        "",
-        *bash_block(evaluate),
-        "Only `test` is held out: this config's val split is part of what the final model trained on.",
-        "",
-        "## Reproduce",
-        "",
-        *bash_block(retrain),
-        "The same config trained on train alone (val held out, best epoch kept):",
-        "",
-        *bash_block(reproduce_command(config)),
-    ]
-    return "\n".join(lines)
-
-
-def _provenance(result: RetrainResult) -> list[str]:
-    config, registered = result.config, result.registered
-    where = f"MLflow run `{result.run_id}` (role `{ROLE_FINAL}`, a child of the study's run)"
-    if registered is not None:
-        where += f", registered as `{registered.name}` version {registered.version} (`{registered.uri}`)"
-    return [
-        (
-            f"- The search chose trial {result.source_trial} (MLflow run `{result.source_run_id}`) by val top-1 alone "
-            f"({result.source_value:.4f}); it never saw the test split."
-        ),
-        (
-            f"- Its config was trained once more on train plus val ({result.dataset_sizes['train']} images) for "
-            f"{config.epochs} epochs with seed {config.seed}, keeping the last epoch's weights: no unseen val set "
-            "was left to pick an epoch by."
-        ),
-        f"- {where}.",
-    ]
-
-
-def _settings_table(config: TrainConfig) -> list[str]:
-    model = config.model
-    shape = (
-        f"{len(model.depths)} stages: dims {_join(model.embed_dims)}, depths {_join(model.depths)}, "
-        f"heads {_join(model.num_heads)}, patch {model.patch_size}"
-    )
-    rest = [f"| {k} | {v} |" for k, v in _recipe(config).items() if k not in _SHAPE_KEYS[:4]]
-    return ["| | |", "|---|---|", f"| architecture | {shape} |", *rest]
-
-
-def _join(values: tuple[int, ...]) -> str:
-    return ",".join(str(v) for v in values)

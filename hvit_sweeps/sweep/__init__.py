@@ -7,6 +7,7 @@ parent run, and a fingerprint of the definition so that two different searches
 never share a name.
 
 Modules: :mod:`~hvit_sweeps.sweep.state` (the sweep and the opened study),
+:mod:`~hvit_sweeps.sweep.record` (one view of a study: its trials, counts and the one ranking),
 :mod:`~hvit_sweeps.sweep.storage` (storage URLs and stale trials),
 :mod:`~hvit_sweeps.sweep.objective` (one trial) and
 :mod:`~hvit_sweeps.sweep.workers` (the trial loop and worker processes).
@@ -27,7 +28,13 @@ from hvit_sweeps.keys import (
     ATTR_PARENT,
     ATTR_TARGET,
     HP_PREFIX,
+    PARAM_DATASET,
+    PARAM_MAX_EPOCHS,
     PARAM_OBJECTIVES,
+    PARAM_PRUNER,
+    PARAM_SAMPLER,
+    PARAM_SAMPLER_SEED,
+    PARAM_STUDY_NAME,
     STUDY_FILE_DIR,
     TAG_RANK,
     TAG_STUDY_FILE,
@@ -168,13 +175,13 @@ def _check_definition(study: optuna.Study, sweep: Sweep) -> None:
 def _describe_parent(sweep: Sweep, parent: str) -> None:
     spec = sweep.spec
     params = {
-        "study.name": sweep.study_name,
-        "study.sampler": spec.sampler.type,
-        "study.sampler_seed": spec.sampler.seed,
-        "study.pruner": spec.pruner.type,
+        PARAM_STUDY_NAME: sweep.study_name,
+        PARAM_SAMPLER: spec.sampler.type,
+        PARAM_SAMPLER_SEED: spec.sampler.seed,
+        PARAM_PRUNER: spec.pruner.type,
         PARAM_OBJECTIVES: ",".join(f"{o.metric}:{o.direction}" for o in spec.objectives),
-        "study.max_epochs": spec.max_epochs,
-        "study.dataset": sweep.base_config.data.dataset,
+        PARAM_MAX_EPOCHS: spec.max_epochs,
+        PARAM_DATASET: sweep.base_config.data.dataset,
     }
     sweep.tracker.log_params(parent, params)
     sweep.tracker.log_file(parent, sweep.spec_path, STUDY_FILE_DIR)

@@ -12,6 +12,7 @@ import socket
 import tempfile
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,11 +53,13 @@ from hvit_sweeps.keys import (
     VISUALS_DIR,
     best_metric,
     cost_metric,
+    dataset_size_param,
     model_metric,
 )
 from hvit_sweeps.metrics import objectives, summarised
 from hvit_sweeps.study import StudySpec
 from hvit_sweeps.sweep.prune import prune_first_objective
+from hvit_sweeps.sweep.record import StudyRecord
 from hvit_sweeps.sweep.resume import (
     TAG_CODE,
     TAG_RESUME,
@@ -73,7 +76,15 @@ from hvit_sweeps.tracking import Tracker
 from hvit_sweeps.train import train
 from hvit_sweeps.visuals import log_visuals, write_checkpoint_visuals
 
-__all__ = ["MAX_RETRIES", "SurplusTrial", "TrialObjective", "TrialReporter", "log_best_visuals", "queue_retry"]
+__all__ = [
+    "MAX_RETRIES",
+    "SurplusTrial",
+    "TrialObjective",
+    "TrialReporter",
+    "checkpoint_ranking",
+    "log_best_visuals",
+    "queue_retry",
+]
 
 
 class SurplusTrial(Exception):
@@ -221,7 +232,7 @@ class TrialObjective:
             sampled=self.sweep.spec.tracked_params(trial.params),  # Optuna's names, every one of them
             tags=tags,
         )
-        self.sweep.tracker.log_params(run_id, {f"dataset.{k}_size": v for k, v in self.splits.sizes.items()})
+        self.sweep.tracker.log_params(run_id, {dataset_size_param(k): v for k, v in self.splits.sizes.items()})
         for key, value in {
             ATTR_RUN_ID: run_id,
             ATTR_HOST: socket.gethostname(),
@@ -275,12 +286,7 @@ class TrialObjective:
         if top_k is None or self.sweep.spec.multi_objective:
             self.sweep.tracker.log_file(run_id, checkpoint, CHECKPOINT_DIR)
             return True
-        sign = 1 if self.sweep.spec.directions[0] == "maximize" else -1
-        done = self.connected.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        ranked = sorted(
-            [(v.values[0], v.user_attrs.get(ATTR_RUN_ID)) for v in done] + [(values[0], run_id)],
-            key=lambda item: -sign * item[0],
-        )
+        ranked = checkpoint_ranking(StudyRecord.of(self.connected.study), trial.number, run_id, values)
         keep = {rid for _, rid in ranked[:top_k]}
         if run_id not in keep:
             return False
@@ -290,6 +296,19 @@ class TrialObjective:
                 self.sweep.tracker.delete_checkpoint(other)
                 self.sweep.tracker.set_tag(other, TAG_CHECKPOINT, "deleted (keep_top_k)")
         return True
+
+
+def checkpoint_ranking(
+    record: StudyRecord, number: int, run_id: str, values: Sequence[float]
+) -> list[tuple[int, str | None]]:
+    """(trial number, run id) of the complete trials and trial ``number`` (not stored as complete yet), best first.
+
+    The order is :meth:`StudyRecord.rank`'s, as everywhere; ``keep_top_k`` keeps the first k checkpoints.
+    """
+    runs: dict[int, str | None] = {t.number: t.user_attrs.get(ATTR_RUN_ID) for t in record.complete}
+    scores: dict[int, Sequence[float]] = {t.number: t.values for t in record.complete}
+    runs[number], scores[number] = run_id, values
+    return [(n, runs[n]) for n in record.rank(scores)]
 
 
 def queue_retry(connected: Connected, number: int) -> bool:

@@ -3,7 +3,8 @@
 MLflow's runs table sorts by one key, and breaks ties by start time, newest first; a
 pruned trial's best value sits among complete ones. So the sweep writes each finished
 trial's place as the run tag ``hvit.rank`` ("000001" is the best), and the saved view
-sorts by it: complete trials first, best value first, ties by trial number; then pruned
+sorts by it: complete trials first, in :class:`~hvit_sweeps.sweep.record.StudyRecord`'s
+order (best value first, ties by trial number; a Pareto set before the rest); then pruned
 trials by the last value they reported, ties by trial number. Failed, interrupted and
 running trials get no rank and so come last. A tag, not a metric: it draws no chart.
 """
@@ -16,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from hvit_sweeps.keys import ATTR_RUN_ID, TAG_RANK, rank_tag_value
+from hvit_sweeps.sweep.record import StudyRecord
 from hvit_sweeps.tracking import Tracker
 
 __all__ = ["ranked_trials", "write_ranks"]
@@ -25,19 +27,19 @@ _written: dict[str, str] = {}
 
 
 def ranked_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials best first, then pruned ones by their last report; ties by trial number."""
-    sign = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    front = {t.number for t in study.best_trials} if len(sign) > 1 else set()
-    pruned = study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    """Complete trials best first (:meth:`StudyRecord.best`, then the rest of a Pareto study's), then pruned ones."""
+    record = StudyRecord.of(study)
+    best = record.best(len(record.trials))
+    chosen = {t.number for t in best}
 
-    def last_report(trial: FrozenTrial) -> float:
+    def last_report(trial: FrozenTrial) -> tuple[float, int]:
         values = trial.intermediate_values
-        return sign[0] * values[max(values)] if values else math.inf
+        return record.order([values[max(values)]], trial.number) if values else (math.inf, trial.number)
 
     return [
-        *sorted(complete, key=lambda t: (t.number not in front, sign[0] * t.values[0], t.number)),
-        *sorted(pruned, key=lambda t: (last_report(t), t.number)),
+        *best,
+        *sorted((t for t in record.complete if t.number not in chosen), key=record.key),
+        *sorted(record.in_state(TrialState.PRUNED), key=last_report),
     ]
 
 

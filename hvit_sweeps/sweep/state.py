@@ -1,7 +1,8 @@
 """What a sweep is and where it stands: its definition, the opened study, and counts by state.
 
-The other sweep modules all read these; none of them is read back here, so the
-package has no import cycle.
+The other sweep modules all read these; of them only :mod:`~hvit_sweeps.sweep.record`
+(the one ranking of trials) is read back here, and it reads none, so the package has
+no import cycle.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hvit_sweeps.callbacks import Callback
 from hvit_sweeps.config import TrainConfig
 from hvit_sweeps.keys import study_metric
 from hvit_sweeps.study import StudySpec
+from hvit_sweeps.sweep.record import StudyRecord, count_states
 from hvit_sweeps.tracking import Tracker
 
 __all__ = ["Connected", "Sweep", "SweepDisplay", "best_trials", "best_values", "study_summary", "trial_counts"]
@@ -66,39 +68,22 @@ class Connected:
 
 
 def trial_counts(study: optuna.Study) -> dict[str, int]:
-    trials = study.get_trials(deepcopy=False)
-    count = {state: sum(t.state == state for t in trials) for state in TrialState}
-    return {
-        "complete": count[TrialState.COMPLETE],
-        "pruned": count[TrialState.PRUNED],
-        "failed": count[TrialState.FAIL],
-        "running": count[TrialState.RUNNING],
-        "waiting": count[TrialState.WAITING],
-        "finished": count[TrialState.COMPLETE] + count[TrialState.PRUNED],
-    }
+    return count_states(study.get_trials(deepcopy=False))
 
 
 def best_values(study: optuna.Study) -> dict[str, float]:
     """The best value and trial, or the Pareto set's size; empty before a trial completes."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    if len(study.directions) == 1:
-        return {"best_value": float(study.best_value), "best_trial": float(study.best_trial.number)}
-    return {"pareto_size": float(len(study.best_trials))}
+    return StudyRecord.of(study).best_values()
 
 
 def study_summary(study: optuna.Study) -> tuple[dict[str, float], int]:
     """The parent run's metrics (counts and best, under ``study/``) and their step: trials finished."""
-    counts = trial_counts(study)
-    values = {**{k: float(v) for k, v in counts.items()}, **best_values(study)}
+    record = StudyRecord.of(study)
+    counts = record.counts
+    values = {**{k: float(v) for k, v in counts.items()}, **record.best_values()}
     return {study_metric(k): v for k, v in values.items()}, counts["finished"]
 
 
 def best_trials(study: optuna.Study, *, top: int) -> list[FrozenTrial]:
-    """The Pareto set for multi-objective studies, else the top trials by value."""
-    if len(study.directions) > 1:
-        return sorted(study.best_trials, key=lambda t: t.number)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    sign = -1 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1
-    return sorted(complete, key=lambda t: sign * t.values[0])[:top]
+    """The Pareto set for multi-objective studies, else the top trials by value (:meth:`StudyRecord.best`)."""
+    return StudyRecord.of(study).best(top)

@@ -23,7 +23,7 @@ import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
-from hvit_sweeps.errors import HvitError, SweepFault
+from hvit_sweeps.errors import HvitError, SweepFault, first_line
 from hvit_sweeps.keys import (
     ATTR_HEARTBEAT,
     ATTR_HOST,
@@ -95,7 +95,7 @@ def open_storage(
                 heartbeat_stale_trial_callback=on_stale,
             )
     except Exception as err:  # noqa: BLE001 - drivers raise many kinds; all mean "unusable"
-        reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise HvitError(
             f"--storage {_redact(url)}: cannot open the Optuna storage ({reason}): check the URL "
             "and that the database is up (docker compose up -d postgres)"
