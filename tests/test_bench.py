@@ -1,4 +1,4 @@
-"""The concurrency bench's overlap accounting: only a window where all K are steady counts."""
+"""The benchmarks' own logic: the concurrency overlap rule, the report's tables, the flag-latency checks."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_throughput as throughput
+import flag_latency
+from harness import Report, Row, markdown
 from profiles import PROFILES, Profile
 
 
@@ -82,3 +84,46 @@ def test_cpu_barrier_run_and_serialised_control(tiny_cpu: Profile, tmp_path: Pat
     assert (together.total is None) == (together.detail["overlap"] < throughput.MIN_OVERLAP)
     assert serial.detail["overlap"] < 0.2
     assert serial.total is None and serial.note.startswith("INVALID")
+
+
+def test_markdown_keeps_the_section_order_then_adds_new_sections(tmp_path: Path) -> None:
+    report = Report(meta={"device": "cpu", "date": "2026-12-05"}, path=tmp_path / "run.json")
+    for section in ("flag-latency", "sweep-wall", "train"):
+        report.add(Row(section, "wall s", "x", 1.0, "s", baseline=2.0))
+    text = markdown([tmp_path / "run.json"], ("train", "sweep-wall"))
+    heads = [line for line in text.splitlines() if line.startswith("#### ")]
+    assert heads == ["#### train", "#### sweep-wall", "#### flag-latency"]
+    assert "| wall s | x | 1 | 2 | 0.500 |" in text
+
+
+def _python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+def test_a_mistake_must_exit_2_with_one_error_line(tmp_path: Path) -> None:
+    right = flag_latency.Timed(("--x",))
+    flag_latency.run_once(_python("import sys; sys.exit('error: bad --x')"), right, cwd=tmp_path, mistake=True)
+    assert right.problems == {"exit 1"}  # sys.exit(str) exits 1: the check sees it
+    wrong = flag_latency.Timed(("--y",))
+    code = "import sys; print('error: a'); print('error: b'); print('Traceback'); sys.exit(2)"
+    flag_latency.run_once(_python(code), wrong, cwd=tmp_path, mistake=True)
+    assert wrong.problems == {"2 error lines", "a traceback"}
+    fine = flag_latency.Timed(("--z",))
+    flag_latency.run_once(
+        _python("import sys; print('error: z', file=sys.stderr); sys.exit(2)"), fine, cwd=tmp_path, mistake=True
+    )
+    assert fine.problems == set()
+
+
+def test_a_mistake_over_the_limit_is_named(tmp_path: Path) -> None:
+    results = [
+        flag_latency.Timed(flag_latency.HELP, [1.0, 1.0, 1.2]),
+        flag_latency.Timed(("train", "--help"), [3.0]),
+        flag_latency.Timed(("best", "--top", "0"), [1.4, 1.5, 1.6]),
+        flag_latency.Timed(("train", "--epochs", "0"), [1.6, 1.7, 1.5]),
+    ]
+    report = Report(meta={"device": "cpu", "date": "2026-12-05"})
+    over = flag_latency.add_rows(report, results)
+    assert over == ["hvit-sweep train --epochs 0"]  # 1.6 > 1.5 x 1.0; best's 1.5 is within
+    assert [row.ratio for row in report.rows] == pytest.approx([1.0, 3.0, 1.5, 1.6])
+    assert "within 1.5x" in report.rows[2].note and "OVER 1.5x" in report.rows[3].note
