@@ -1,12 +1,14 @@
 """Speed benchmarks of hvit-sweep, each figure against a baseline measured in the same run.
 
-Sections (``--only`` picks some; all run by default):
+Sections (``--only`` picks some; all but the last two run by default):
 
 * ``train``: steady training img/s and warm-up seconds per model size x precision
   x loader x step mode, through the product's :func:`hvit_sweeps.train.train`.
 * ``sweep-throughput``: img/s summed over K concurrent training processes.
 * ``sweep-wall``: wall time of a fixed N-trial ``hvit-sweep run`` against a naive one.
 * ``tracking-overhead``: trial time with MLflow tracking against ``train()`` alone.
+* ``sweep-headline``: the N-trial study on the new defaults against the naive rate (issue 11).
+* ``trial-timeline``: one sweep trial's phases and its once-per-worker costs.
 
 All data is synthetic (random CIFAR-100-shaped images); speed does not depend on
 pixel values. Every training measurement runs in its own process so that no

@@ -132,8 +132,9 @@ def add_wall_rows(
     states = (
         f"{stats['complete']} complete, {stats['pruned']} pruned, {stats['failed']} failed, {stats['epochs']} epochs"
     )
-    same = baseline is not None and baseline.stats["finished"] == stats["finished"]
-    speedup = f"; {baseline.wall / best.wall:.2f}x faster" if same and baseline is not best else ""
+    same_trials = baseline if baseline is not None and baseline.stats["finished"] == stats["finished"] else None
+    same = same_trials is not None
+    speedup = f"; {same_trials.wall / best.wall:.2f}x faster" if same_trials and same_trials is not best else ""
     compare = "" if same or baseline is None else "; trial counts differ from the baseline's: compare trained epochs/s"
     report.add(
         Row(
@@ -142,7 +143,7 @@ def add_wall_rows(
             setting,
             best.wall,
             "s",
-            baseline=baseline.wall if same else None,
+            baseline=same_trials.wall if same_trials else None,
             note=f"best of [{walls}] s; {states}{speedup}{compare}; study in {best.where}",
         )
     )

@@ -185,7 +185,12 @@ class CallTimer:
         for name in names or [n for n in vars(cls) if not n.startswith("_") and callable(vars(cls)[n])]:
             originals[name] = vars(cls)[name]
             setattr(cls, name, self._timed(cls.__name__, name, originals[name]))
-        return lambda: [setattr(cls, n, f) for n, f in originals.items()]
+
+        def restore() -> None:
+            for name, method in originals.items():
+                setattr(cls, name, method)
+
+        return restore
 
     def _timed(self, owner: str, name: str, method: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
