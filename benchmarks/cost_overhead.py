@@ -16,7 +16,6 @@ Overhead = their sum / the trial's wall time. Usage::
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import tempfile
@@ -31,12 +30,14 @@ from optuna.storages.journal import JournalFileBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hvit_sweeps.config import build_config  # noqa: E402
+from harness import save_json
+
+from hvit_sweeps.config import build_config
 from hvit_sweeps.cost import CostMeter, measure_latency
-from hvit_sweeps.data import load_dataset, make_loaders  # noqa: E402
-from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, cost_metric  # noqa: E402
-from hvit_sweeps.tracking import Tracker  # noqa: E402
-from hvit_sweeps.train import train  # noqa: E402
+from hvit_sweeps.data import load_dataset, make_loaders
+from hvit_sweeps.keys import ATTR_COST, ATTR_DEVICE, cost_metric
+from hvit_sweeps.tracking import Tracker
+from hvit_sweeps.train import train
 
 SHAPES: dict[str, dict[str, Any]] = {
     # The smoke study's scale: the shortest trials this project runs, so the worst ratio.
@@ -136,11 +137,7 @@ def main() -> None:
                 f"{row['overhead_ms']:.1f} ms = {100 * row['overhead_share']:.2f}% of the trial",
                 flush=True,
             )
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    path = out / f"cost-overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(rows, indent=2))
-    print(f"saved {path}")
+    save_json("cost-overhead", rows)
 
 
 if __name__ == "__main__":

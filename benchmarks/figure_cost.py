@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -56,7 +57,7 @@ def main() -> None:
             print(f"{name}: {best:.2f} s, {size[0]}x{size[1]} px, {path.stat().st_size / 1e3:.0f} kB")
 
 
-def _timed(draw, path: Path) -> float:  # noqa: ANN001
+def _timed(draw: Callable[[Path], object], path: Path) -> float:
     start = time.perf_counter()
     draw(path)
     return time.perf_counter() - start

@@ -11,7 +11,6 @@ and range: the noise any two configs of a study must beat to be told apart.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -21,9 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hvit_sweeps.config import build_config  # noqa: E402
-from hvit_sweeps.data import load_dataset  # noqa: E402
-from hvit_sweeps.train import train  # noqa: E402
+from harness import save_json
+
+from hvit_sweeps.config import build_config
+from hvit_sweeps.data import load_dataset
+from hvit_sweeps.train import train
 
 
 def main() -> None:
@@ -74,11 +75,7 @@ def main() -> None:
         f"{len(values)} seeds on {splits.sizes}: mean {summary['mean']:.2f}%, sd {summary['sd']:.2f} points, "
         f"range {summary['range']:.2f} points"
     )
-    out = Path(__file__).parent / "out"
-    out.mkdir(exist_ok=True)
-    path = out / f"seed-spread-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(summary, indent=2))
-    print(f"saved {path}")
+    save_json("seed-spread", summary)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Fashion-MNIST on one GPU: the `fashion-mnist` study packed on the card, then its final model.
 
 ``benchmarks/gpu/fashion_study.sh`` installs the carried wheels and runs this. The steps, each
-in a hard time box (SIGTERM, then SIGKILL of its whole process tree, as gpu_all.py does):
+in a hard time box (SIGTERM, then SIGKILL of its whole process tree, as gpu_driver.py does):
 
-1. card: the machine and versions (gpu_all.py's probe);
+1. card: the machine and versions (gpu_driver.py's probe);
 2. data: the carried idx.gz files (``.fmnist/``, copies of Debian's dataset-fashion-mnist)
    unpacked into torchvision's layout, which the loader reads from ``data.data_dir``;
 3. search: ``hvit-sweep run --study fashion-mnist --devices 0 --trials-per-gpu K --timeout T``,
@@ -33,7 +33,6 @@ import datetime as dt
 import gzip
 import json
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -44,16 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from gpu_all import (
-    Driver,
-    Interrupted,
-    StepResult,
-    _interrupt,
-    card,
-    run_boxed,
-    tar_logs,
-    write_json,
-)
+from gpu_driver import Driver, StepResult, card, run_boxed, tar_logs
+from harness import Terminated, stop_on_sigterm, write_json
 
 STUDY = "fashion-mnist"
 IDX_FILES = (
@@ -313,7 +304,7 @@ def main(argv: Sequence[str]) -> int:
     source = args.data or (CARRIED_DATA if CARRIED_DATA.is_dir() else DEBIAN_DATA)
     shutil.rmtree(args.work, ignore_errors=True)  # a fresh study: a rerun must not extend an old one
     args.out.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     with (args.out / "run.log").open("a") as log:
         driver = Driver(
             out=args.out,
@@ -337,7 +328,7 @@ def main(argv: Sequence[str]) -> int:
                 return 3
             summary = run_plan(driver, plan, work=args.work, source=source, dry=args.cpu_dry_run)
             code = 0 if summary.get("final", {}).get("status") == "ok" else 1
-        except Interrupted as err:
+        except Terminated as err:
             driver.say(f"interrupted by {err}: what was written so far is kept")
             code = 143
         finally:
