@@ -19,7 +19,7 @@ from torch import nn
 
 from hvit_sweeps import __version__
 from hvit_sweeps.config import TrainConfig, validate_config
-from hvit_sweeps.errors import HvitError
+from hvit_sweeps.errors import HvitError, checkpoint_file
 from hvit_sweeps.model import HierarchicalViT, build_model
 
 __all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
@@ -100,13 +100,7 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
         HvitError: The file is missing, corrupt, foreign (not written by hvit-sweep)
             or of a newer format.
     """
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(p.name for p in path.glob("*.pth"))
-        hint = f": pass one of {', '.join(found[:3])}" if found else ": pass the .pth file inside it"
-        raise HvitError(f"{path} is a directory, not a checkpoint{hint}")
-    if not path.is_file():
-        raise HvitError(f"checkpoint not found: {path}: pass the .pth file written by `hvit-sweep train`")
+    path = checkpoint_file(Path(path))
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - untrusted bytes fail in many ways; all mean "unusable"

@@ -11,7 +11,9 @@ code 1, and `run` adds the command that continues the study.
 
 from __future__ import annotations
 
-__all__ = ["HvitError", "SweepFault", "first_line"]
+from pathlib import Path
+
+__all__ = ["HvitError", "SweepFault", "checkpoint_file", "first_line"]
 
 
 class HvitError(Exception):
@@ -30,3 +32,17 @@ def first_line(err: BaseException, *, limit: int = 200) -> str:
     """The first line of an error's message, for a one-line message of our own; the type when it has none."""
     text = str(err).strip()
     return text.splitlines()[0][:limit] if text else type(err).__name__
+
+
+def checkpoint_file(path: Path) -> Path:
+    """``path`` if it is a file; a folder or a missing path is an HvitError that says what to pass.
+
+    Free of torch, so the CLI answers a wrong path before loading it.
+    """
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.pth"))
+        hint = f": pass one of {', '.join(found[:3])}" if found else ": pass the .pth file inside it"
+        raise HvitError(f"{path} is a directory, not a checkpoint{hint}")
+    if not path.is_file():
+        raise HvitError(f"checkpoint not found: {path}: pass the .pth file written by `hvit-sweep train`")
+    return path

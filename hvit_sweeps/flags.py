@@ -32,7 +32,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from hvit_sweeps.config import DATA_SHAPED_PATHS, TrainConfig, has_field
-from hvit_sweeps.errors import HvitError
+from hvit_sweeps.errors import HvitError, checkpoint_file
 
 __all__ = [
     "ConfigFlag",
@@ -356,10 +356,12 @@ def check_study_name(value: str | None) -> str | None:
 
 def check_checkpoint(value: Path | None) -> Path | None:
     """A checkpoint path that is not a file is answered here, before torch loads (seconds)."""
-    if value is not None and not value.is_file():
-        what = "is a folder" if value.is_dir() else "not found"
-        raise typer.BadParameter(f"checkpoint {what}: {value}: pass the .pth file written by `hvit-sweep train`")
-    return value
+    if value is None:
+        return None
+    try:
+        return checkpoint_file(value)
+    except HvitError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def check_split(value: str) -> str:

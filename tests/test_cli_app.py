@@ -34,8 +34,10 @@ MISTAKES = [
     (["best", "--study", "smoke", "--top", "0"], "--top"),
     (["best", "--study", "smoke", "--set", "optim.lr=abc"], "optim.lr: Input should be a valid number"),
     (["best", "--study", "smoke", "--set", "no.such=1"], "'no.such' is not a config path"),
-    (["eval", "--checkpoint", "x.pth", "--split", "x"], "use val, test or both"),
-    (["eval", "--checkpoint", "x.pth", "--batch-size", "0"], "data.batch_size"),
+    (["eval", "--split", "x", "--checkpoint", "x.pth"], "use val, test or both"),
+    (["eval", "--checkpoint", "x.pth", "--batch-size", "0"], "data.batch_size"),  # x.pth: an empty file
+    (["eval", "--checkpoint", "missing.pth"], "checkpoint not found: missing.pth"),
+    (["train", "--resume", "."], "is a directory, not a checkpoint"),
     (["show", "--study", "smoke", "--study-name", "a b"], "no spaces"),
 ]
 
@@ -51,6 +53,7 @@ def test_flag_mistakes_are_answered_before_torch_or_mlflow_loads(tmp_path: Path)
         "    seen.append([code, err.getvalue(), 'torch' in sys.modules, 'mlflow' in sys.modules])\n"
         "print(json.dumps(seen))"
     )
+    (tmp_path / "x.pth").write_bytes(b"")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     for (args, phrase), (exit_code, stderr, torch, mlflow) in zip(MISTAKES, json.loads(out.stdout), strict=True):
