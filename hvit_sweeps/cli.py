@@ -26,6 +26,7 @@ from hvit_sweeps.app.options import DEFAULT_ROOT, SWEEP_CONFIG_PATHS, SWEEP_FLAG
 from hvit_sweeps.app.sweeps import RunRequest
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import config_flags, keyword, option_group
+from hvit_sweeps.keys import LOCAL_UI_PORT
 
 __all__ = ["app", "main"]
 
@@ -117,10 +118,7 @@ def train(
     set_: SetOpt = None,
     resume: Annotated[
         Path | None,
-        Opt(
-            callback=flags.check_checkpoint,
-            help="Continue a checkpoint's run: its config, weights, optimizer and schedule.",
-        ),
+        Opt(callback=flags.check_checkpoint, help="Continue the run this checkpoint saved (all its state)."),
     ] = None,
 ) -> None:
     """Train one HViT and keep its best-by-validation checkpoint."""
@@ -291,7 +289,7 @@ def ui(
     root: Annotated[
         Path, Opt(envvar="HVIT_ROOT", help="Folder of the embedded storage, tracking and artifacts.")
     ] = DEFAULT_ROOT,
-    port: Annotated[int, Opt(help="Port on 127.0.0.1.")] = 5000,
+    port: Annotated[int, Opt(help="Port on 127.0.0.1.")] = LOCAL_UI_PORT,
 ) -> None:
     """Open the MLflow UI on the embedded store under --root; Ctrl-C stops it."""
     from hvit_sweeps.app.reading import open_ui

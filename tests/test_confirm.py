@@ -102,16 +102,17 @@ def test_confirm_top_two_of_a_smoke_study(workdir: Path) -> None:
 
 
 def test_a_trial_better_than_the_confirmed_ones_is_pointed_out(capsys: pytest.CaptureFixture[str]) -> None:
-    from hvit_sweeps.app.best import warn_if_unconfirmed as _warn_if_unconfirmed
+    from hvit_sweeps.app.best import warn_if_unconfirmed
+    from hvit_sweeps.sweep.record import StudyRecord
 
     study = optuna.create_study(direction="maximize")
     for value in (0.5, 0.6):
         study.add_trial(optuna.trial.create_trial(value=value))
     confirmed = rank({0: [0.5, 0.52], 1: [0.6, 0.58]}, metric="val_acc1", maximize=True, seeds=[100, 101])
-    _warn_if_unconfirmed(study, confirmed)
+    warn_if_unconfirmed(StudyRecord.of(study), confirmed)
     assert "was not in the confirmation" not in capsys.readouterr().out
     study.add_trial(optuna.trial.create_trial(value=0.7))
-    _warn_if_unconfirmed(study, confirmed)
+    warn_if_unconfirmed(StudyRecord.of(study), confirmed)
     assert "trial 2, now the best by its single run, was not in the confirmation" in " ".join(
         capsys.readouterr().out.split()
     )

@@ -6,15 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hvit_sweeps.app.links import run_links, trials_link, ui_base
+from hvit_sweeps.app.links import run_links, trials_link
 from hvit_sweeps.app.options import StudyRef
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.flags import check_values, parse_sets
-from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_RUN_ID, CHECKPOINT_ARTIFACT
+from hvit_sweeps.keys import ATTR_RUN_ID, CHECKPOINT_ARTIFACT, ui_base
 
 if TYPE_CHECKING:
     import optuna
 
+    from hvit_sweeps.sweep.record import StudyRecord
     from hvit_sweeps.tracking import Tracker
 
 __all__ = ["BestRequest", "best", "warn_if_unconfirmed"]
@@ -41,7 +42,8 @@ def best(ref: StudyRef, request: BestRequest) -> None:
     overrides = parse_sets(request.sets)  # a bad --set is refused before the study is read or MLflow loads
     check_values(overrides, source="--set")
     from hvit_sweeps.confirm import confirmation_table, stored_confirmation
-    from hvit_sweeps.console import best_trials, console, trials_table
+    from hvit_sweeps.console import console, trials_table
+    from hvit_sweeps.sweep.record import StudyRecord
 
     export, force = request.export, request.force
     if export is not None:
@@ -49,16 +51,18 @@ def best(ref: StudyRef, request: BestRequest) -> None:
 
         check_export_dest(export, force=force)  # before the study is read or anything is trained
     loaded = ref.load()
+    record = StudyRecord.of(loaded)
     if request.confirm:
         _confirm(loaded, ref.tracker(), top=request.top, seeds=request.seeds, overrides=overrides)
         return
     confirmed = stored_confirmation(loaded)
     if confirmed is not None and (request.retrain or export is not None):
         console.print(f"taking trial {confirmed.winner}, the seed-confirmed winner: {confirmed.statement}")
-        warn_if_unconfirmed(loaded, confirmed)
+        warn_if_unconfirmed(record, confirmed)
     if request.retrain:
         _retrain(
             loaded,
+            record,
             ref.tracker(),
             export=export,
             force=force,
@@ -73,21 +77,18 @@ def best(ref: StudyRef, request: BestRequest) -> None:
         from hvit_sweeps.sweep.background import wait_for_background
 
         wait_for_background(ref.root, loaded.study_name)  # the visuals that `run` draws after its trials
-    chosen = best_trials(loaded, top=request.top)
+    # The export takes the confirmed winner, not the search's luckiest draw; the listing, the best by value.
+    chosen = record.chosen(request.top) if export is not None else record.best(request.top)
     if confirmed is not None:
         console.print(confirmation_table(confirmed))
-        if export is not None:  # the export takes the confirmed winner, not the search's luckiest draw
-            chosen = [t for t in loaded.get_trials(deepcopy=False) if t.number == confirmed.winner]
     if not chosen:
-        raise HvitError(f"study {loaded.study_name!r} has no complete trial yet: run more trials first")
-    names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
-    title = "Pareto set" if len(loaded.directions) > 1 else f"best {len(chosen)} of study {loaded.study_name}"
-    console.print(trials_table(chosen, title=title, metric_names=names))
-    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
-    for line in trials_link(ref, loaded):
+        raise HvitError(f"study {record.name!r} has no complete trial yet: run more trials first")
+    title = "Pareto set" if record.multi_objective else f"best {len(chosen)} of study {record.name}"
+    console.print(trials_table(chosen, title=title, metric_names=record.metric_names))
+    for line in trials_link(ref, record):
         console.print(line, soft_wrap=True)
     for trial, line in zip(
-        chosen, run_links(chosen, experiment_id=experiment, base=ui_base(ref.tracking_uri)), strict=False
+        chosen, run_links(chosen, experiment_id=record.experiment_id, base=ui_base(ref.tracking_uri)), strict=False
     ):
         run_id = trial.user_attrs.get(ATTR_RUN_ID)
         console.print(f"{line}\n  checkpoint: runs:/{run_id}/{CHECKPOINT_ARTIFACT}", soft_wrap=True)
@@ -100,6 +101,7 @@ def best(ref: StudyRef, request: BestRequest) -> None:
 
 def _retrain(
     loaded: optuna.Study,
+    record: StudyRecord,
     tracker: Tracker,
     *,
     export: Path | None,
@@ -113,9 +115,9 @@ def _retrain(
     from hvit_sweeps.console import TrainProgress, console
     from hvit_sweeps.interrupt import graceful_interrupts
     from hvit_sweeps.keys import ATTR_EPOCHS
-    from hvit_sweeps.retrain import best_complete_trial, retrain_best
+    from hvit_sweeps.retrain import retrain_best
 
-    source = best_complete_trial(loaded, number=trial_number)  # no complete trial: one line, exit 2
+    source = record.best_complete(trial_number)  # no complete trial: one line, exit 2
     epochs = int(source.user_attrs.get(ATTR_EPOCHS, 1))
     with graceful_interrupts(console.print), TrainProgress(epochs) as progress:
         result = retrain_best(
@@ -140,11 +142,11 @@ def _retrain(
         console.print(f"exported {result.exported}")
 
 
-def warn_if_unconfirmed(loaded: optuna.Study, confirmed: Any) -> None:
+def warn_if_unconfirmed(record: StudyRecord, confirmed: Any) -> None:
     """A trial that beat the confirmed ones after the confirmation is not silently passed over."""
-    from hvit_sweeps.console import best_trials, console
+    from hvit_sweeps.console import console
 
-    leader = best_trials(loaded, top=1)
+    leader = record.best(1)
     if leader and leader[0].number not in {r.trial for r in confirmed.ranked}:
         console.print(
             f"[yellow]note:[/yellow] trial {leader[0].number}, now the best by its single run, was not in the "

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from hvit_sweeps.app.options import DEFAULT_ROOT, StudyRef
-from hvit_sweeps.keys import ATTR_EXPERIMENT, ATTR_RUN_ID, PLOT_HISTORY, TRACKING_DB, plot_artifact
+from hvit_sweeps.keys import ATTR_RUN_ID, PLOT_HISTORY, TRACKING_DB, plot_artifact, ui_base
 
 if TYPE_CHECKING:
     import optuna
 
     from hvit_sweeps.sweep import Connected, Sweep
+    from hvit_sweeps.sweep.record import StudyRecord
 
-__all__ = ["run_links", "tracking_hint", "trials_link", "ui_base"]
-
-
-def ui_base(tracking_uri: str | None) -> str:
-    """The MLflow UI's address: the tracking server's, or where `hvit-sweep ui` serves the embedded store."""
-    return tracking_uri if tracking_uri and tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+__all__ = ["run_links", "tracking_hint", "trials_link"]
 
 
 def tracking_hint(sweep: Sweep, connected: Connected) -> str:
@@ -40,26 +37,26 @@ def tracking_hint(sweep: Sweep, connected: Connected) -> str:
     )
 
 
-def trials_link(ref: StudyRef, loaded: optuna.Study) -> list[str]:
+def trials_link(ref: StudyRef, record: StudyRecord) -> list[str]:
     """The line with the study's one trials link (its saved view), as `run` and `ui` print it."""
     from hvit_sweeps.mlflow_view import study_trials_url, view_key, view_url
 
-    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
+    experiment = record.experiment_id
     if not experiment:
         return []
     base = ui_base(ref.tracking_uri)
-    objective = f"{(loaded.metric_names or ['value'])[0]}:{loaded.directions[0].name.lower()}"
-    url = view_url(base, experiment, view_key(loaded.study_name))  # the link the sweep wrote its view for
+    objective = f"{record.metric_names[0]}:{record.directions[0].name.lower()}"
+    url = view_url(base, experiment, view_key(record.name))  # the link the sweep wrote its view for
     if ref.tracking_uri is None and not (ref.root / TRACKING_DB).is_file():
         return [f"trials, best first: {url}"]  # reading a study must not create an embedded tracking store
     try:
-        url = study_trials_url(ref.tracker(), base, experiment, loaded.study_name, objective)
+        url = study_trials_url(ref.tracker(), base, experiment, record.name, objective)
     except Exception:  # noqa: BLE001 - a store that does not answer, or does not hold this study (another --root)
         pass
     return [f"trials, best first: {url}"]
 
 
-def run_links(trials: list[optuna.trial.FrozenTrial], *, experiment_id: str | None, base: str) -> list[str]:
+def run_links(trials: Sequence[optuna.trial.FrozenTrial], *, experiment_id: str | None, base: str) -> list[str]:
     """One line per trial: its MLflow run page."""
     from hvit_sweeps.tracking import run_url
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hvit_sweeps.app.links import run_links, trials_link, ui_base
+from hvit_sweeps.app.links import run_links, trials_link
 from hvit_sweeps.app.options import StudyRef
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.keys import ATTR_EXPERIMENT
+from hvit_sweeps.keys import ui_base
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -23,23 +23,22 @@ def show(ref: StudyRef) -> list[RenderableType]:
     from hvit_sweeps.budget import budget_line
     from hvit_sweeps.confirm import confirmation_table, stored_confirmation
     from hvit_sweeps.console import sweep_summary, trials_table
+    from hvit_sweeps.sweep.record import StudyRecord
 
     loaded = ref.load()
-    names = loaded.metric_names or [f"value {i}" for i in range(len(loaded.directions))]
-    trials = loaded.get_trials(deepcopy=False)
+    record = StudyRecord.of(loaded)
     shown: list[RenderableType] = [
-        trials_table(trials, title=f"study {loaded.study_name}", metric_names=names),
-        sweep_summary(loaded, metric_names=names),
+        trials_table(record.trials, title=f"study {record.name}", metric_names=record.metric_names),
+        sweep_summary(loaded),
     ]
     if (line := budget_line(loaded)) is not None:
         shown.append(line)
     if (confirmed := stored_confirmation(loaded)) is not None:
         shown.append(confirmation_table(confirmed))
-    experiment = loaded.user_attrs.get(ATTR_EXPERIMENT)
     return [
         *shown,
-        *trials_link(ref, loaded),
-        *run_links(trials, experiment_id=experiment, base=ui_base(ref.tracking_uri)),
+        *trials_link(ref, record),
+        *run_links(record.trials, experiment_id=record.experiment_id, base=ui_base(ref.tracking_uri)),
     ]
 
 
