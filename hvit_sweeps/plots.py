@@ -16,18 +16,18 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never open a window, even on a desktop
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution  # noqa: E402
-from optuna.trial import FrozenTrial, TrialState, create_trial  # noqa: E402
-from optuna.visualization import matplotlib as vis  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import optuna
+from matplotlib.collections import LineCollection
+from matplotlib.colors import ListedColormap
+from matplotlib.ticker import MaxNLocator
+from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
+from optuna.trial import FrozenTrial, TrialState, create_trial
+from optuna.visualization import matplotlib as vis
 
-from hvit_sweeps.keys import HP_NOT_APPLICABLE, PLOT_HISTORY, PLOT_INTERMEDIATE  # noqa: E402
-from hvit_sweeps.study import StudySpec  # noqa: E402
+from hvit_sweeps.keys import HP_NOT_APPLICABLE, PLOT_HISTORY, PLOT_INTERMEDIATE
+from hvit_sweeps.study import StudySpec
 
 __all__ = ["axis_name", "interactive_figures", "study_figures"]
 

@@ -124,7 +124,7 @@ def test_outage_notice_says_down_and_back_and_keeps_urllib3_debug_to_itself(
     assert not [r for r in caplog.records if r.name.startswith("urllib3") and r.levelname == "DEBUG"]
 
 
-def test_one_point_summaries_chart_only_what_the_view_needs(make_tracker, tmp_path: Path) -> None:  # noqa: ANN001
+def test_one_point_summaries_chart_only_what_the_view_needs(make_tracker, tmp_path: Path) -> None:
     # The run page charts every metric before the per-epoch curves: the rest of the summaries are params.
     from hvit_sweeps.study import load_study
 
