@@ -41,7 +41,10 @@ MISTAKES = (
     ("train", "--set", "model.embed_dims=64,128"),
     ("run", "--study", "no-such-study"),
     ("run", "--study", "depth-width", "--trials", "0"),
+    ("run", "--study", "depth-width", "--set", "optim.lr=abc"),
+    ("run", "--study", "depth-width", "--budget", "nonsense"),
     ("best", "--top", "0"),
+    ("eval", "--checkpoint", "missing.pth"),
 )
 LIMIT = 1.5  # issue 24: a mistake within 1.5x the time of `--help`
 

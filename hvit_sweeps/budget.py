@@ -22,13 +22,14 @@ import datetime as dt
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+from typing import TYPE_CHECKING, Any, Literal
 
 from hvit_sweeps.errors import HvitError
 from hvit_sweeps.keys import ATTR_COST, ATTR_SURPLUS
+
+if TYPE_CHECKING:  # `run --budget` is parsed before Optuna loads; the study's figures need it
+    import optuna
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "ATTR_BUDGET",
@@ -86,6 +87,8 @@ def _stored(study: optuna.Study) -> dict[str, Any] | None:
 
 def _under_budget(trials: list[FrozenTrial], set_at: float) -> list[FrozenTrial]:
     """The trials started since the budget was set (surplus ones never trained)."""
+    from optuna.trial import TrialState
+
     return [
         t
         for t in trials

@@ -9,15 +9,15 @@ type's own settings named, instead of being silently ignored.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, ClassVar, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-import optuna
-from optuna.distributions import BaseDistribution
-from optuna.trial import FrozenTrial, TrialState
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+if TYPE_CHECKING:  # checking a study file needs pydantic only; building its sampler, Optuna
+    import optuna
 
 __all__ = [
     "PRUNER_FACTORIES",
@@ -25,61 +25,10 @@ __all__ = [
     "PrunerSpec",
     "RankPrunerSpec",
     "SamplerSpec",
-    "TrialSeededSampler",
     "fingerprint_fields",
     "make_pruner",
     "make_sampler",
-    "trial_seed",
 ]
-
-
-def trial_seed(seed: int, number: int) -> int:
-    """A sampler seed for trial ``number`` of a study seeded ``seed``: stable, and apart for every trial."""
-    digest = hashlib.sha256(f"{seed}:{number}".encode()).digest()
-    return int.from_bytes(digest[:4], "big")  # numpy takes seeds below 2**32
-
-
-class TrialSeededSampler(optuna.samplers.BaseSampler):
-    """Delegates each trial to a fresh sampler seeded from (study seed, trial number).
-
-    A sampler seeded once per process replays the study's first draws in every new
-    process: a second `run`, `run --resume`, each worker (in containers their pids
-    are equal too). The trial number is unique in the storage, across processes and
-    hosts, so keying the randomness to it gives every trial draws of its own, while
-    one `run` from an empty study stays reproducible. The samplers keep no state
-    between trials that matters: TPE, GP, CMA-ES and NSGA-II read the history from
-    the storage.
-    """
-
-    def __init__(self, factory: Callable[[int], optuna.samplers.BaseSampler], *, seed: int) -> None:
-        self._factory, self._seed = factory, seed
-        self.inner = factory(trial_seed(seed, 0))
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        # Optuna calls this first for every trial (also a popped WAITING one), before any sampling.
-        self.inner = self._factory(trial_seed(self._seed, trial.number))
-        self.inner.before_trial(study, trial)
-
-    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.inner.infer_relative_search_space(study, trial)
-
-    def sample_relative(
-        self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return self.inner.sample_relative(study, trial, search_space)
-
-    def sample_independent(
-        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: BaseDistribution
-    ) -> Any:
-        return self.inner.sample_independent(study, trial, param_name, param_distribution)
-
-    def after_trial(
-        self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Sequence[float] | None
-    ) -> None:
-        self.inner.after_trial(study, trial, state, values)
-
-    def reseed_rng(self) -> None:
-        self.inner.reseed_rng()
 
 
 class _Spec(BaseModel):
@@ -206,45 +155,63 @@ class ThresholdPrunerSpec(_Pruner):
 
 # --- the tables ----------------------------------------------------------------
 
-SamplerFactory = Callable[[Any, Mapping[str, Sequence[Any]] | None], optuna.samplers.BaseSampler]
-PrunerFactory = Callable[[Any, int], optuna.pruners.BasePruner]
+SamplerFactory = Callable[[Any, Mapping[str, Sequence[Any]] | None], "optuna.samplers.BaseSampler"]
+PrunerFactory = Callable[[Any, int], "optuna.pruners.BasePruner"]
+
+
+def _samplers() -> ModuleType:
+    import optuna.samplers  # when a sampler is built, not when a study file is checked
+
+    return optuna.samplers
+
+
+def _pruners() -> ModuleType:
+    import optuna.pruners
+
+    return optuna.pruners
 
 
 def _trial_seeded(build: Callable[[Any, int], optuna.samplers.BaseSampler]) -> SamplerFactory:
     """A factory whose sampler's randomness is keyed to each trial's number, not to the process."""
-    return lambda spec, _grid: TrialSeededSampler(lambda seed: build(spec, seed), seed=spec.seed)
+
+    def factory(spec: Any, _grid: Mapping[str, Sequence[Any]] | None) -> optuna.samplers.BaseSampler:
+        from hvit_sweeps.trial_sampler import TrialSeededSampler
+
+        return TrialSeededSampler(lambda seed: build(spec, seed), seed=spec.seed)
+
+    return factory
 
 
 def _grid(spec: GridSamplerSpec, grid: Mapping[str, Sequence[Any]] | None) -> optuna.samplers.BaseSampler:
     # Grid studies pick untried cells, so they keep one seeded sampler.
-    return optuna.samplers.GridSampler(dict(grid or {}), seed=spec.seed)
+    return _samplers().GridSampler(dict(grid or {}), seed=spec.seed)
 
 
 SAMPLER_FACTORIES: Mapping[type[_Spec], SamplerFactory] = {
-    TpeSamplerSpec: _trial_seeded(lambda s, seed: optuna.samplers.TPESampler(seed=seed, **s.startup())),
-    RandomSamplerSpec: _trial_seeded(lambda s, seed: optuna.samplers.RandomSampler(seed=seed)),
-    GpSamplerSpec: _trial_seeded(lambda s, seed: optuna.samplers.GPSampler(seed=seed, **s.startup())),
-    CmaEsSamplerSpec: _trial_seeded(lambda s, seed: optuna.samplers.CmaEsSampler(seed=seed, **s.startup())),
-    Nsga2SamplerSpec: _trial_seeded(lambda s, seed: optuna.samplers.NSGAIISampler(seed=seed)),
+    TpeSamplerSpec: _trial_seeded(lambda s, seed: _samplers().TPESampler(seed=seed, **s.startup())),
+    RandomSamplerSpec: _trial_seeded(lambda s, seed: _samplers().RandomSampler(seed=seed)),
+    GpSamplerSpec: _trial_seeded(lambda s, seed: _samplers().GPSampler(seed=seed, **s.startup())),
+    CmaEsSamplerSpec: _trial_seeded(lambda s, seed: _samplers().CmaEsSampler(seed=seed, **s.startup())),
+    Nsga2SamplerSpec: _trial_seeded(lambda s, seed: _samplers().NSGAIISampler(seed=seed)),
     GridSamplerSpec: _grid,
 }
 
 # Each factory gets its spec and the study's max_epochs (hyperband's max_resource).
 PRUNER_FACTORIES: Mapping[type[_Spec], PrunerFactory] = {
-    NoPrunerSpec: lambda s, _epochs: optuna.pruners.NopPruner(),
-    MedianPrunerSpec: lambda s, _epochs: optuna.pruners.MedianPruner(
+    NoPrunerSpec: lambda s, _epochs: _pruners().NopPruner(),
+    MedianPrunerSpec: lambda s, _epochs: _pruners().MedianPruner(
         n_startup_trials=s.n_startup_trials, n_warmup_steps=s.n_warmup_steps
     ),
-    PercentilePrunerSpec: lambda s, _epochs: optuna.pruners.PercentilePruner(
+    PercentilePrunerSpec: lambda s, _epochs: _pruners().PercentilePruner(
         s.percentile, n_startup_trials=s.n_startup_trials, n_warmup_steps=s.n_warmup_steps
     ),
-    HyperbandPrunerSpec: lambda s, epochs: optuna.pruners.HyperbandPruner(
+    HyperbandPrunerSpec: lambda s, epochs: _pruners().HyperbandPruner(
         min_resource=s.min_resource, max_resource=epochs, reduction_factor=s.reduction_factor
     ),
-    SuccessiveHalvingPrunerSpec: lambda s, _epochs: optuna.pruners.SuccessiveHalvingPruner(
+    SuccessiveHalvingPrunerSpec: lambda s, _epochs: _pruners().SuccessiveHalvingPruner(
         min_resource=s.min_resource, reduction_factor=s.reduction_factor
     ),
-    ThresholdPrunerSpec: lambda s, _epochs: optuna.pruners.ThresholdPruner(
+    ThresholdPrunerSpec: lambda s, _epochs: _pruners().ThresholdPruner(
         lower=s.lower, upper=s.upper, n_warmup_steps=s.n_warmup_steps
     ),
 }

@@ -20,7 +20,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import optuna
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from hvit_sweeps.config import (
@@ -46,7 +45,9 @@ from hvit_sweeps.search import (
     make_sampler,
 )
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # a study file is checked with pydantic alone: Optuna loads when a sampler is built
+    import optuna
+
     from hvit_sweeps.data import DatasetInfo
 
 __all__ = [

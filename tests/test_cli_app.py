@@ -42,7 +42,7 @@ MISTAKES = [
 ]
 
 
-# Each mistake is one error line (exit 2) from a process that has imported neither torch nor MLflow.
+# Each mistake is one error line (exit 2) from a process that has imported none of torch, MLflow and Optuna.
 def test_flag_mistakes_are_answered_before_torch_or_mlflow_loads(tmp_path: Path) -> None:
     code = (
         "import contextlib, io, json, sys\nfrom hvit_sweeps.cli import app\nseen = []\n"
@@ -50,17 +50,17 @@ def test_flag_mistakes_are_answered_before_torch_or_mlflow_loads(tmp_path: Path)
         "    err = io.StringIO()\n"
         "    with contextlib.redirect_stderr(err):\n"
         "        try:\n            app(args)\n        except SystemExit as e:\n            code = e.code\n"
-        "    seen.append([code, err.getvalue(), 'torch' in sys.modules, 'mlflow' in sys.modules])\n"
+        "    seen.append([code, err.getvalue(), 'torch' in sys.modules, 'mlflow' in sys.modules, 'optuna' in sys.modules])\n"
         "print(json.dumps(seen))"
     )
     (tmp_path / "x.pth").write_bytes(b"")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-    for (args, phrase), (exit_code, stderr, torch, mlflow) in zip(MISTAKES, json.loads(out.stdout), strict=True):
+    for (args, phrase), (exit_code, stderr, *loaded) in zip(MISTAKES, json.loads(out.stdout), strict=True):
         lines = [line for line in stderr.splitlines() if line.strip()]
         assert exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (args, stderr)
         assert phrase in lines[0], (args, lines[0])
-        assert not torch and not mlflow, (args, torch, mlflow)
+        assert not any(loaded), (args, dict(zip(("torch", "mlflow", "optuna"), loaded, strict=True)))
     assert not (tmp_path / "mlruns").exists()  # a refused command creates nothing
 
 

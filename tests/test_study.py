@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.search import TrialSeededSampler
 from hvit_sweeps.study import StudySpec, find_study_files, load_study
+from hvit_sweeps.trial_sampler import TrialSeededSampler
 
 SMOKE_HEAD = """
 name = "t"

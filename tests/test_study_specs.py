@@ -10,8 +10,9 @@ import pytest
 from conftest import cli, hvit, tiny_study
 
 from hvit_sweeps.errors import HvitError
-from hvit_sweeps.search import PRUNER_FACTORIES, SAMPLER_FACTORIES, PrunerSpec, SamplerSpec, TrialSeededSampler
+from hvit_sweeps.search import PRUNER_FACTORIES, SAMPLER_FACTORIES, PrunerSpec, SamplerSpec
 from hvit_sweeps.study import StudySpec, load_study
+from hvit_sweeps.trial_sampler import TrialSeededSampler
 
 GRID_SPACE = {"optim.lr": {"type": "categorical", "choices": [1e-3, 2e-3]}}
 
