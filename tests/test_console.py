@@ -86,7 +86,8 @@ def test_trials_table_columns_and_row() -> None:
     assert "COMPLETE" in state and duration.endswith("s")
 
 
-# Single objective: the best trials by value, best first; several objectives: the Pareto set by number.
+# Single objective: the best trials by value, best first; several objectives: the Pareto set, by its
+# first objective then trial number (StudyRecord's one rule).
 def test_best_trials() -> None:
     assert [t.number for t in best_trials(study_with(0.2, 0.5, 0.3), top=2)] == [1, 2]
     assert [t.number for t in best_trials(study_with(0.2, None), top=2)] == [0]
