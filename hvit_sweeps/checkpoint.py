@@ -19,7 +19,7 @@ from torch import nn
 
 from hvit_sweeps import __version__
 from hvit_sweeps.config import TrainConfig, validate_config
-from hvit_sweeps.errors import HvitError, checkpoint_file
+from hvit_sweeps.errors import HvitError, checkpoint_file, first_line
 from hvit_sweeps.model import HierarchicalViT, build_model
 
 __all__ = ["Checkpoint", "load_checkpoint", "load_model", "save_checkpoint"]
@@ -104,9 +104,8 @@ def load_checkpoint(path: Path, *, map_location: str | torch.device = "cpu") -> 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - untrusted bytes fail in many ways; all mean "unusable"
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise HvitError(
-            f"{path} is not a readable checkpoint ({reason[:160]}): it is corrupt or not a safe "
+            f"{path} is not a readable checkpoint ({first_line(err, limit=160)}): it is corrupt or not a safe "
             "torch file; re-export it with `hvit-sweep train` or `hvit-sweep best --export`"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -140,9 +139,8 @@ def load_model(checkpoint: Checkpoint) -> HierarchicalViT:
     try:
         model.load_state_dict(checkpoint.model_state, strict=True)
     except RuntimeError as err:
-        first = str(err).splitlines()[0]
         raise HvitError(
-            f"{checkpoint.path}: weights do not match the saved model config ({first[:160]}): "
+            f"{checkpoint.path}: weights do not match the saved model config ({first_line(err, limit=160)}): "
             "the file was edited or written by another model"
         ) from None
     return model

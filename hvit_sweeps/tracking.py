@@ -39,7 +39,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from hvit_sweeps import interrupt
 from hvit_sweeps.config import TrainConfig, flatten_config, max_stages
-from hvit_sweeps.errors import HvitError, SweepFault
+from hvit_sweeps.errors import HvitError, SweepFault, first_line
 from hvit_sweeps.keys import (
     CHECKPOINT_ARTIFACT,
     CHECKPOINT_DIR,
@@ -173,8 +173,7 @@ class Tracker:
         try:
             self.client.search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001 - any store error means "cannot use this URI"
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
-            raise HvitError(f"--tracking-uri {self.uri}: cannot open the tracking store ({first})") from None
+            raise HvitError(f"--tracking-uri {self.uri}: cannot open the tracking store ({first_line(err)})") from None
 
     def _init_lock(self) -> contextlib.AbstractContextManager[Any]:
         """Two processes that create one embedded store at once would both run its migrations.
@@ -398,7 +397,7 @@ class Tracker:
             )
         except (MlflowException, OSError) as err:
             raise HvitError(
-                f"run {run_id} has no checkpoint artifact ({str(err).splitlines()[0][:160]}): "
+                f"run {run_id} has no checkpoint artifact ({first_line(err, limit=160)}): "
                 "it was pruned by keep_top_k or its artifacts were deleted"
             ) from None
         return Path(local)

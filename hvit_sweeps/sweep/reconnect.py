@@ -29,7 +29,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from hvit_sweeps import interrupt
-from hvit_sweeps.errors import SweepFault
+from hvit_sweeps.errors import SweepFault, first_line
 
 __all__ = ["DEFAULT_OUTAGE_LIMIT", "ReconnectingRDBStorage", "connection_lost"]
 
@@ -203,8 +203,7 @@ def _first_line(err: BaseException) -> str:
             err = link.orig
             break
         link = link.__cause__ or link.__context__
-    text = str(err).strip()
-    return text.splitlines()[0][:160] if text else type(err).__name__
+    return first_line(err, limit=160)
 
 
 class _QuietFallback(logging.Filter):
