@@ -21,7 +21,7 @@ Usage::
     python benchmarks/bench.py --profile gpu-quick --only train --time-box 150   # one step of gpu_all.py
 
 Each section is a module of its own (``bench_<section>.py``), over the shared harness
-(``harness.py``: rows, report, time box, child processes), the run's sizes (``profiles.py``),
+(``bench_harness.py``: rows, report, time box, child processes), the run's sizes (``profiles.py``),
 the worker processes (``workers.py``) and the sweeps (``sweeps.py``); this module is the
 command line that picks a profile and runs the sections.
 
@@ -44,13 +44,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench_headline import bench_headline
-from bench_sweep_wall import bench_wall
-from bench_throughput import bench_throughput
-from bench_timeline import bench_timeline
-from bench_tracking import bench_tracking
-from bench_train import bench_train
-from harness import (
+from bench_harness import (
     BOX,
     OUT_DIR,
     Report,
@@ -62,6 +56,12 @@ from harness import (
     stop_all_children,
     stop_on_sigterm,
 )
+from bench_headline import bench_headline
+from bench_sweep_wall import bench_wall
+from bench_throughput import bench_throughput
+from bench_timeline import bench_timeline
+from bench_tracking import bench_tracking
+from bench_train import bench_train
 from profiles import PROFILES, Profile, parse_cases
 from workers import run_worker
 

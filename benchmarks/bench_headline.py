@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness import BOX, Report, Row
+from bench_harness import BOX, Report, Row
 from profiles import Profile
 from sweeps import (
     NAIVE,

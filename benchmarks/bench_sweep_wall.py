@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness import BOX, Report, Row
+from bench_harness import BOX, Report, Row
 from profiles import Profile
 from sweeps import (
     NAIVE,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BOX, NOT_STARTED, Report, Row, Stopped, stop_child
+from bench_harness import BOX, NOT_STARTED, Report, Row, Stopped, stop_child
 from profiles import Profile
 from workers import collect, spawn_worker, train_config
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BOX, NOT_STARTED, REPO, Report, Row, caps, to_toml
+from bench_harness import BOX, NOT_STARTED, REPO, Report, Row, caps, to_toml
 from profiles import SIZES, TINY, Profile
 from sweeps import (
     CallTimer,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness import BOX, NOT_STARTED, Report, Row, to_toml
+from bench_harness import BOX, NOT_STARTED, Report, Row, to_toml
 from profiles import Profile
 from sweeps import (
     NAIVE,

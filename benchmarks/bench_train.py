@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness import BOX, NOT_STARTED, Report, Row, Stopped
+from bench_harness import BOX, NOT_STARTED, Report, Row, Stopped
 from profiles import LOADERS, MODES, PRECISIONS, SIZES, Case, Profile
 from workers import collect, spawn_worker, train_config
 

@@ -30,7 +30,7 @@ from optuna.storages.journal import JournalFileBackend
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import save_json
+from bench_harness import save_json
 
 from hvit_sweeps.config import build_config
 from hvit_sweeps.cost import CostMeter, measure_latency

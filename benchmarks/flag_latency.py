@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import OUT_DIR, Report, Row, cpu_model, markdown, print_table
+from bench_harness import OUT_DIR, Report, Row, cpu_model, markdown, print_table
 
 SECTION = "flag-latency"
 HELP = ("--help",)

@@ -41,8 +41,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from bench_harness import REPO, Terminated, stop_on_sigterm, write_json
 from gpu_driver import Driver, Step, StepResult, card, last_json, run_boxed, tar_logs
-from harness import REPO, Terminated, stop_on_sigterm, write_json
 
 BENCH = REPO / "benchmarks" / "bench.py"
 PARITY = REPO / "benchmarks" / "graph_parity.py"

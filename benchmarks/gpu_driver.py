@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from harness import REPO, cpu_model, write_json
+from bench_harness import REPO, cpu_model, write_json
 
 CHECK_WHEELS = REPO / "benchmarks" / "gpu" / "check_wheels.py"
 TERM_BEFORE_S = 5.0  # SIGTERM this long before the box ends, SIGKILL at its end

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "benchmarks" / "out"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import cpu_model, to_toml
+from bench_harness import cpu_model, to_toml
 
 # fp32 on CPU, as the smoke study: autocast gave no speed-up on the CPU measured (bench.py: bf16
 # 0.85-1.08x of fp32, fp16 0.06x), and fp32 keeps the CPU figures comparable with the bench.

@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness import save_json
+from bench_harness import save_json
 
 from hvit_sweeps.config import build_config
 from hvit_sweeps.data import load_dataset

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import BOX, NOT_STARTED, REPO, Stopped, caps, start_child, to_toml, wait_child
+from bench_harness import BOX, NOT_STARTED, REPO, Stopped, caps, start_child, to_toml, wait_child
 from profiles import Profile
 
 # -- study files ------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import caps, device_name, start_child, wait_child
+from bench_harness import caps, device_name, start_child, wait_child
 from profiles import MODES, PRECISIONS, SIZES, TINY, Profile
 
 BENCH = Path(__file__).resolve().with_name("bench.py")  # its --worker flag runs run_worker

@@ -12,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import bench_throughput as throughput
 import flag_latency
-from harness import Report, Row, markdown
+from bench_harness import Report, Row, markdown
 from profiles import PROFILES, Profile
 
 

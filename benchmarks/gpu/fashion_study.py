@@ -43,8 +43,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_harness import Terminated, stop_on_sigterm, write_json
 from gpu_driver import Driver, StepResult, card, run_boxed, tar_logs
-from harness import Terminated, stop_on_sigterm, write_json
 
 STUDY = "fashion-mnist"
 IDX_FILES = (
