@@ -96,7 +96,6 @@ class TrialReporter(Callback):
 
     def __init__(self, trial: optuna.Trial, run_id: str, tracker: Tracker, spec: StudySpec) -> None:
         self.trial, self.run_id, self.tracker, self.spec = trial, run_id, tracker, spec
-        self.pruned_at: int | None = None
 
     def on_epoch_end(self, report: EpochReport) -> str | None:
         self.tracker.log_metrics(self.run_id, report.metrics, step=report.epoch)
@@ -115,7 +114,6 @@ class TrialReporter(Callback):
             reason = None
             if self.trial.should_prune():
                 reason = f"pruned by the {self.spec.pruner.type} pruner at epoch {report.epoch}"
-        self.pruned_at = report.epoch if reason else None
         return reason
 
 
