@@ -503,7 +503,8 @@ def test_the_workers_of_a_killed_run_end_with_it(workdir: Path, sweeps: list[Swe
     sweeps.append(run := Sweep(workdir, *flags, "--workers", "2"))
     wait_until(lambda: len(worker_logs(workdir / "store", "tiny")) == 2, "two workers")
     workers = children(run.process.pid)
-    wait_until(lambda: mid_trial_journal(workdir / "store", "tiny"), "a trial past its first epoch")
+    # Both workers mid-trial: a worker still loading its data has no batch to stop at (seen on a loaded machine).
+    wait_until(lambda: mid_trial_journal(workdir / "store", "tiny", running=2), "each worker's trial past epoch 1")
     sent = time.monotonic()
     run.process.send_signal(signal.SIGKILL)
     run.process.wait()
@@ -521,7 +522,8 @@ def test_the_workers_of_a_killed_run_end_with_it(workdir: Path, sweeps: list[Swe
     assert_nothing_running(embedded(workdir / "store"))
 
 
-def mid_trial_journal(root: Path, name: str) -> bool:
+def mid_trial_journal(root: Path, name: str, *, running: int = 1) -> bool:
+    """At least ``running`` trials are RUNNING and past their first epoch."""
     time.sleep(0.5)
     try:
         trials = optuna.load_study(
@@ -529,7 +531,7 @@ def mid_trial_journal(root: Path, name: str) -> bool:
         ).get_trials(states=(TrialState.RUNNING,))
     except KeyError:
         return False
-    return any(t.user_attrs.get(ATTR_EPOCH, 0) >= 1 for t in trials)
+    return sum(t.user_attrs.get(ATTR_EPOCH, 0) >= 1 for t in trials) >= running
 
 
 # -- stop requests while waiting ----------------------------------------------------------------
